@@ -1,0 +1,683 @@
+//! The data cube: cells for every combination of a time bucket and a cuboid of the dimensions
+//! {country, device, genre, content_id}, with exact measures and a unique-viewer sketch.
+//!
+//! A [`Cube`] holds the cells of one time bucket (an hour or a day). It is built from [`Fact`]s
+//! (validated, pseudonymized events) and merged with other cubes: merging is associative and
+//! commutative, so a day is the merge of its hours and a week the merge of its days, whatever the
+//! order. Which cuboids exist is a [`CuboidSet`]: the full cube by default, or the union of
+//! declared aggregation groups (every subset of each group), the way OLAP engines keep a
+//! high-cardinality dimension from multiplying the cell count.
+//!
+//! ```
+//! use streamcube_model::cube::{CuboidSet, Dim};
+//! let set = CuboidSet::parse("country,device,genre;content_id,country").unwrap();
+//! // every subset of {country, device, genre} and of {content_id, country}: 8 + 4 - 2 shared.
+//! assert_eq!(set.len(), 10);
+//! assert!(set.best_for(&[Dim::ContentId]).is_some());
+//! ```
+
+use std::fmt;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Country, Device};
+use crate::sketch::ViewerSketch;
+
+/// A cube dimension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dim {
+    Country,
+    Device,
+    Genre,
+    ContentId,
+}
+
+impl Dim {
+    pub const ALL: [Dim; 4] = [Dim::Country, Dim::Device, Dim::Genre, Dim::ContentId];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Dim::Country => "country",
+            Dim::Device => "device",
+            Dim::Genre => "genre",
+            Dim::ContentId => "content_id",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Dim> {
+        Dim::ALL.into_iter().find(|d| d.name() == s)
+    }
+
+    const fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of dimensions kept (the others are rolled up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Cuboid(u8);
+
+impl Cuboid {
+    /// All dimensions rolled up: the grand total.
+    pub const APEX: Cuboid = Cuboid(0);
+    /// No dimension rolled up.
+    pub const BASE: Cuboid = Cuboid(0b1111);
+
+    pub fn of(dims: &[Dim]) -> Cuboid {
+        Cuboid(dims.iter().fold(0, |m, d| m | d.bit()))
+    }
+
+    pub const fn from_bits(bits: u8) -> Option<Cuboid> {
+        if bits <= 0b1111 {
+            Some(Cuboid(bits))
+        } else {
+            None
+        }
+    }
+
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub const fn has(self, d: Dim) -> bool {
+        self.0 & d.bit() != 0
+    }
+
+    pub const fn contains(self, other: Cuboid) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn dims(self) -> impl Iterator<Item = Dim> {
+        Dim::ALL.into_iter().filter(move |d| self.has(*d))
+    }
+
+    pub const fn len(self) -> u32 {
+        self.0.count_ones()
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for Cuboid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("total");
+        }
+        let names: Vec<_> = self.dims().map(Dim::name).collect();
+        f.write_str(&names.join("+"))
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CuboidSpecError {
+    #[error(
+        "unknown dimension `{0}` in the cuboid spec (known: country, device, genre, content_id)"
+    )]
+    UnknownDimension(String),
+    #[error("the cuboid spec declares no aggregation group")]
+    Empty,
+}
+
+/// The cuboids a deployment materializes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CuboidSet {
+    cuboids: Vec<Cuboid>,
+    groups: Vec<Cuboid>,
+}
+
+impl Default for CuboidSet {
+    fn default() -> Self {
+        CuboidSet::from_groups(&[Cuboid::BASE])
+    }
+}
+
+impl CuboidSet {
+    /// Every subset of every group.
+    pub fn from_groups(groups: &[Cuboid]) -> CuboidSet {
+        let mut cuboids: Vec<Cuboid> = (0..=0b1111u8)
+            .map(Cuboid)
+            .filter(|c| groups.iter().any(|g| g.contains(*c)))
+            .collect();
+        cuboids.sort();
+        let mut groups = groups.to_vec();
+        groups.sort();
+        groups.dedup();
+        CuboidSet { cuboids, groups }
+    }
+
+    /// Parses aggregation groups: dimension names separated by `,`, groups by `;`.
+    /// `"country,device,genre,content_id"` is the full cube.
+    pub fn parse(spec: &str) -> Result<CuboidSet, CuboidSpecError> {
+        let mut groups = Vec::new();
+        for group in spec.split(';').map(str::trim).filter(|g| !g.is_empty()) {
+            let mut dims = Vec::new();
+            for name in group.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                dims.push(
+                    Dim::from_name(name)
+                        .ok_or_else(|| CuboidSpecError::UnknownDimension(name.to_owned()))?,
+                );
+            }
+            groups.push(Cuboid::of(&dims));
+        }
+        if groups.is_empty() {
+            return Err(CuboidSpecError::Empty);
+        }
+        Ok(CuboidSet::from_groups(&groups))
+    }
+
+    /// The spec string this set was declared with (canonical form).
+    pub fn spec(&self) -> String {
+        self.groups
+            .iter()
+            .map(|g| g.dims().map(Dim::name).collect::<Vec<_>>().join(","))
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Cuboid> + '_ {
+        self.cuboids.iter().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.cuboids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cuboids.is_empty()
+    }
+
+    pub fn contains(&self, c: Cuboid) -> bool {
+        self.cuboids.contains(&c)
+    }
+
+    /// The smallest materialized cuboid that keeps all of `dims`: the one a query grouping or
+    /// filtering on them reads and rolls up. Among equals, the one without `content_id` (fewer
+    /// cells) wins.
+    pub fn best_for(&self, dims: &[Dim]) -> Option<Cuboid> {
+        let needed = Cuboid::of(dims);
+        self.cuboids
+            .iter()
+            .copied()
+            .filter(|c| c.contains(needed))
+            .min_by_key(|c| (c.len(), c.has(Dim::ContentId), c.0))
+    }
+}
+
+/// The exact measures of a cell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Measures {
+    pub plays: u64,
+    pub watch_seconds: u64,
+    pub completed: u64,
+    pub buffering_ms: u64,
+    pub bitrate_sum: u64,
+    pub bitrate_count: u64,
+}
+
+impl Measures {
+    #[inline]
+    pub fn add(&mut self, f: &Fact) {
+        self.plays += 1;
+        self.watch_seconds += u64::from(f.watch_seconds);
+        self.completed += u64::from(f.completed);
+        self.buffering_ms += u64::from(f.buffering_ms.unwrap_or(0));
+        if let Some(b) = f.bitrate_kbps {
+            self.bitrate_sum += u64::from(b);
+            self.bitrate_count += 1;
+        }
+    }
+
+    #[inline]
+    pub fn merge(&mut self, o: &Measures) {
+        self.plays += o.plays;
+        self.watch_seconds += o.watch_seconds;
+        self.completed += o.completed;
+        self.buffering_ms += o.buffering_ms;
+        self.bitrate_sum += o.bitrate_sum;
+        self.bitrate_count += o.bitrate_count;
+    }
+}
+
+/// One cell's content.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Cell {
+    pub measures: Measures,
+    pub viewers: ViewerSketch,
+}
+
+impl Cell {
+    pub fn merge(&mut self, o: &Cell) {
+        self.measures.merge(&o.measures);
+        self.viewers.merge(&o.viewers);
+    }
+}
+
+/// A validated, pseudonymized event reduced to what the cube needs. Text dimensions are ids in
+/// the [`Cube`]'s dictionaries (see [`Cube::content_id`] and [`Cube::genre_id`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fact {
+    pub country: Country,
+    pub device: Device,
+    pub genre: u32,
+    pub content: u32,
+    /// The viewer's pseudonym hash ([`crate::pseudonym::Pseudonym::sketch_hash`]).
+    pub viewer: u64,
+    pub watch_seconds: u32,
+    pub bitrate_kbps: Option<u32>,
+    pub buffering_ms: Option<u32>,
+    pub completed: bool,
+}
+
+/// A cell's coordinates, owned. `None` is a rolled-up dimension ("all"), never a real value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dims {
+    pub country: Option<Country>,
+    pub device: Option<Device>,
+    pub genre: Option<String>,
+    pub content_id: Option<String>,
+}
+
+/// A cell's coordinates, borrowed from a cube's dictionaries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DimsRef<'a> {
+    pub country: Option<Country>,
+    pub device: Option<Device>,
+    pub genre: Option<&'a str>,
+    pub content_id: Option<&'a str>,
+}
+
+impl DimsRef<'_> {
+    pub fn cuboid(&self) -> Cuboid {
+        let mut bits = 0;
+        bits |= u8::from(self.country.is_some()) * Dim::Country.bit();
+        bits |= u8::from(self.device.is_some()) * Dim::Device.bit();
+        bits |= u8::from(self.genre.is_some()) * Dim::Genre.bit();
+        bits |= u8::from(self.content_id.is_some()) * Dim::ContentId.bit();
+        Cuboid(bits)
+    }
+
+    /// The value of `d` as text, `None` when rolled up.
+    pub fn get(&self, d: Dim) -> Option<&str> {
+        match d {
+            Dim::Country => self.country.as_ref().map(Country::as_str),
+            Dim::Device => self.device.map(Device::as_str),
+            Dim::Genre => self.genre,
+            Dim::ContentId => self.content_id,
+        }
+    }
+
+    pub fn to_owned(&self) -> Dims {
+        Dims {
+            country: self.country,
+            device: self.device,
+            genre: self.genre.map(str::to_owned),
+            content_id: self.content_id.map(str::to_owned),
+        }
+    }
+}
+
+impl Dims {
+    pub fn as_ref(&self) -> DimsRef<'_> {
+        DimsRef {
+            country: self.country,
+            device: self.device,
+            genre: self.genre.as_deref(),
+            content_id: self.content_id.as_deref(),
+        }
+    }
+}
+
+/// String interning for one dimension; id 0 is reserved for "rolled up".
+#[derive(Clone, Debug)]
+struct Interner {
+    ids: FxHashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Interner {
+            ids: FxHashMap::default(),
+            names: vec!["".into()],
+        }
+    }
+}
+
+impl Interner {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(id) = self.ids.get(s) {
+            return *id;
+        }
+        // More than 2^32 distinct values of one dimension in one bucket cannot happen: each comes
+        // from at least one event and the key packs 32 bits (content) or 19 (genre).
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(s.into());
+        self.ids.insert(s.into(), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> Option<&str> {
+        if id == 0 {
+            return None;
+        }
+        self.names.get(id as usize).map(|b| &**b)
+    }
+}
+
+/// The largest number of distinct genres a cube can key.
+pub const MAX_GENRES: u32 = (1 << 19) - 1;
+
+// Cell key layout (u64): device+1 in bits 0..3, country code+1 in bits 3..13, genre id in bits
+// 13..32, content id in bits 32..64. A zero part is a rolled-up dimension.
+const DEVICE_MASK: u64 = 0b111;
+const COUNTRY_SHIFT: u32 = 3;
+const COUNTRY_MASK: u64 = 0x3ff << COUNTRY_SHIFT;
+const GENRE_SHIFT: u32 = 13;
+const GENRE_MASK: u64 = 0x7ffff << GENRE_SHIFT;
+const CONTENT_SHIFT: u32 = 32;
+const CONTENT_MASK: u64 = 0xffff_ffff << CONTENT_SHIFT;
+
+fn key_mask(c: Cuboid) -> u64 {
+    let mut m = 0;
+    if c.has(Dim::Device) {
+        m |= DEVICE_MASK;
+    }
+    if c.has(Dim::Country) {
+        m |= COUNTRY_MASK;
+    }
+    if c.has(Dim::Genre) {
+        m |= GENRE_MASK;
+    }
+    if c.has(Dim::ContentId) {
+        m |= CONTENT_MASK;
+    }
+    m
+}
+
+/// The cells of one time bucket.
+#[derive(Clone, Debug)]
+pub struct Cube {
+    cuboids: CuboidSet,
+    masks: Vec<u64>,
+    genres: Interner,
+    contents: Interner,
+    cells: FxHashMap<u64, Cell>,
+}
+
+impl Cube {
+    pub fn new(cuboids: &CuboidSet) -> Cube {
+        Cube {
+            masks: cuboids.iter().map(key_mask).collect(),
+            cuboids: cuboids.clone(),
+            genres: Interner::default(),
+            contents: Interner::default(),
+            cells: FxHashMap::default(),
+        }
+    }
+
+    pub fn cuboids(&self) -> &CuboidSet {
+        &self.cuboids
+    }
+
+    /// The dictionary id of a content id, for building [`Fact`]s.
+    pub fn content_id(&mut self, content_id: &str) -> u32 {
+        self.contents.id(content_id)
+    }
+
+    /// The dictionary id of a genre, for building [`Fact`]s.
+    pub fn genre_id(&mut self, genre: &str) -> u32 {
+        self.genres.id(genre).min(MAX_GENRES)
+    }
+
+    fn full_key(country: Option<Country>, device: Option<Device>, genre: u32, content: u32) -> u64 {
+        let d = device.map_or(0, |d| u64::from(d.code()) + 1);
+        let c = country.map_or(0, |c| u64::from(c.code()) + 1);
+        d | (c << COUNTRY_SHIFT)
+            | ((u64::from(genre) << GENRE_SHIFT) & GENRE_MASK)
+            | (u64::from(content) << CONTENT_SHIFT)
+    }
+
+    /// Adds one event to every cuboid's cell.
+    #[inline]
+    pub fn add(&mut self, f: &Fact) {
+        let key = Self::full_key(Some(f.country), Some(f.device), f.genre, f.content);
+        for m in &self.masks {
+            let cell = self.cells.entry(key & m).or_default();
+            cell.measures.add(f);
+            cell.viewers.insert(f.viewer);
+        }
+    }
+
+    /// Merges a cell given by its coordinates (a stored cell, say). Cells of cuboids outside this
+    /// cube's set are merged too: the caller decides what it reads.
+    pub fn merge_cell(&mut self, dims: DimsRef<'_>, cell: &Cell) {
+        let genre = dims.genre.map_or(0, |g| self.genre_id(g));
+        let content = dims.content_id.map_or(0, |c| self.content_id(c));
+        let key = Self::full_key(dims.country, dims.device, genre, content);
+        self.cells.entry(key).or_default().merge(cell);
+    }
+
+    /// Merges another cube into this one.
+    pub fn merge(&mut self, other: &Cube) {
+        for (dims, cell) in other.cells() {
+            self.merge_cell(dims, cell);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    fn dims_of(&self, key: u64) -> DimsRef<'_> {
+        let d = (key & DEVICE_MASK) as u8;
+        let c = ((key & COUNTRY_MASK) >> COUNTRY_SHIFT) as u16;
+        let g = ((key & GENRE_MASK) >> GENRE_SHIFT) as u32;
+        let n = (key >> CONTENT_SHIFT) as u32;
+        DimsRef {
+            device: d.checked_sub(1).and_then(Device::from_code),
+            country: c.checked_sub(1).and_then(Country::from_code),
+            genre: self.genres.name(g),
+            content_id: self.contents.name(n),
+        }
+    }
+
+    /// Every cell with its coordinates, in no particular order.
+    pub fn cells(&self) -> impl Iterator<Item = (DimsRef<'_>, &Cell)> {
+        self.cells.iter().map(|(k, c)| (self.dims_of(*k), c))
+    }
+
+    /// Every cell, ordered by cuboid and then by coordinates: a stable order for files and tests.
+    pub fn sorted_cells(&self) -> Vec<(DimsRef<'_>, &Cell)> {
+        let mut v: Vec<_> = self.cells().collect();
+        v.sort_unstable_by(|a, b| (a.0.cuboid(), a.0).cmp(&(b.0.cuboid(), b.0)));
+        v
+    }
+
+    /// The cell at these coordinates.
+    pub fn get(&self, dims: DimsRef<'_>) -> Option<&Cell> {
+        let genre = match dims.genre {
+            Some(g) => *self.genres.ids.get(g)?,
+            None => 0,
+        };
+        let content = match dims.content_id {
+            Some(c) => *self.contents.ids.get(c)?,
+            None => 0,
+        };
+        self.cells
+            .get(&Self::full_key(dims.country, dims.device, genre, content))
+    }
+
+    /// Consumes the cube into owned cells.
+    pub fn into_cells(self) -> Vec<(Dims, Cell)> {
+        let mut out = Vec::with_capacity(self.cells.len());
+        for (k, c) in &self.cells {
+            out.push((self.dims_of(*k).to_owned(), c.clone()));
+        }
+        out
+    }
+}
+
+impl PartialEq for Cube {
+    /// Two cubes are equal when they hold the same cells at the same coordinates.
+    fn eq(&self, other: &Cube) -> bool {
+        self.len() == other.len() && self.cells().all(|(d, c)| other.get(d) == Some(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fact(
+        cube: &mut Cube,
+        country: &str,
+        device: Device,
+        genre: &str,
+        content: &str,
+        viewer: u64,
+        watch: u32,
+    ) -> Fact {
+        Fact {
+            country: Country::parse(country).expect("country"),
+            device,
+            genre: cube.genre_id(genre),
+            content: cube.content_id(content),
+            viewer,
+            watch_seconds: watch,
+            bitrate_kbps: (!watch.is_multiple_of(3)).then_some(watch * 10 + 1),
+            buffering_ms: (!watch.is_multiple_of(5)).then_some(watch),
+            completed: watch.is_multiple_of(2),
+        }
+    }
+
+    type Input = (usize, usize, usize, usize, u64, u32);
+
+    fn build(set: &CuboidSet, input: &[Input]) -> Cube {
+        const C: [&str; 3] = ["BR", "US", "PT"];
+        const G: [&str; 3] = ["drama", "comedy", "unknown"];
+        let mut cube = Cube::new(set);
+        for &(c, d, g, n, v, w) in input {
+            let f = fact(
+                &mut cube,
+                C[c % 3],
+                Device::ALL[d % 5],
+                G[g % 3],
+                &format!("c{n}"),
+                v,
+                w,
+            );
+            cube.add(&f);
+        }
+        cube
+    }
+
+    fn input() -> impl Strategy<Value = Vec<Input>> {
+        prop::collection::vec(
+            (
+                0..3usize,
+                0..5usize,
+                0..3usize,
+                0..6usize,
+                0..40u64,
+                0..7200u32,
+            ),
+            0..60,
+        )
+    }
+
+    #[test]
+    fn the_full_cube_has_sixteen_cuboids() {
+        assert_eq!(CuboidSet::default().len(), 16);
+        assert_eq!(
+            CuboidSet::default().spec(),
+            "country,device,genre,content_id"
+        );
+        assert_eq!(
+            CuboidSet::parse("country,oops"),
+            Err(CuboidSpecError::UnknownDimension("oops".into()))
+        );
+        assert_eq!(CuboidSet::parse(" ; "), Err(CuboidSpecError::Empty));
+    }
+
+    #[test]
+    fn best_cuboid_is_the_smallest_superset() {
+        let set = CuboidSet::parse("country,device,genre;content_id,country").expect("spec");
+        assert_eq!(set.best_for(&[]), Some(Cuboid::APEX));
+        assert_eq!(
+            set.best_for(&[Dim::ContentId]),
+            Some(Cuboid::of(&[Dim::ContentId]))
+        );
+        assert_eq!(set.best_for(&[Dim::ContentId, Dim::Device]), None);
+        assert!(!set.contains(Cuboid::BASE));
+    }
+
+    #[test]
+    fn a_rolled_up_dimension_is_not_a_value() {
+        let set = CuboidSet::default();
+        let mut cube = Cube::new(&set);
+        // A content id that is the empty string can't be stored (validation forbids it), and a
+        // genre id 0 would mean "all": the dictionary never hands it out.
+        let f = fact(&mut cube, "BR", Device::Tv, "drama", "c1", 1, 10);
+        assert_ne!(f.genre, 0);
+        assert_ne!(f.content, 0);
+        cube.add(&f);
+        assert_eq!(cube.len(), 16);
+        let total = cube.get(DimsRef::default()).expect("apex");
+        assert_eq!(total.measures.plays, 1);
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative_and_associative(a in input(), b in input(), c in input()) {
+            let set = CuboidSet::default();
+            let (ca, cb, cc) = (build(&set, &a), build(&set, &b), build(&set, &c));
+            let mut ab = ca.clone(); ab.merge(&cb);
+            let mut ba = cb.clone(); ba.merge(&ca);
+            prop_assert!(ab == ba);
+            let mut ab_c = ab.clone(); ab_c.merge(&cc);
+            let mut bc = cb.clone(); bc.merge(&cc);
+            let mut a_bc = ca.clone(); a_bc.merge(&bc);
+            prop_assert!(ab_c == a_bc);
+            // merging parts equals building from the concatenation
+            let all: Vec<_> = a.iter().chain(&b).chain(&c).copied().collect();
+            prop_assert!(ab_c == build(&set, &all));
+        }
+
+        #[test]
+        fn every_rollup_equals_the_sum_of_its_children(a in input()) {
+            let set = CuboidSet::default();
+            let cube = build(&set, &a);
+            for (dims, cell) in cube.cells() {
+                let cuboid = dims.cuboid();
+                for d in Dim::ALL.into_iter().filter(|d| !cuboid.has(*d)) {
+                    // children: cells of cuboid+d that agree on cuboid's dims
+                    let mut sum = Cell::default();
+                    for (cd, cc) in cube.cells() {
+                        if cd.cuboid() == Cuboid(cuboid.0 | d.bit())
+                            && cuboid.dims().all(|k| cd.get(k) == dims.get(k))
+                        {
+                            sum.merge(cc);
+                        }
+                    }
+                    prop_assert_eq!(sum.measures, cell.measures);
+                    prop_assert_eq!(sum.viewers.estimate(), cell.viewers.estimate());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,751 @@
+//! The playback event contract and its validation.
+//!
+//! Input arrives as text (CSV cells) or typed JSON values. [`RawFields`] holds the ten contract
+//! fields as they arrived, borrowed from the reader's buffer; [`Validator::validate`] turns them
+//! into a [`ValidEvent`] or into the complete list of what is wrong, one machine-readable
+//! [`Reason`] per failed field. Nothing here allocates for a valid row except what the caller keeps.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use chrono::DateTime;
+use serde::{Deserialize, Serialize};
+
+/// The contract's fields, in bronze CSV column order, plus [`Field::Row`] for what concerns the
+/// row as a whole (its encoding, its shape).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    EventId,
+    OccurredAt,
+    ViewerId,
+    ContentId,
+    Device,
+    Country,
+    WatchSeconds,
+    BitrateKbps,
+    BufferingMs,
+    Completed,
+    Row,
+}
+
+impl Field {
+    /// The ten contract fields in bronze CSV column order.
+    pub const CONTRACT: [Field; 10] = [
+        Field::EventId,
+        Field::OccurredAt,
+        Field::ViewerId,
+        Field::ContentId,
+        Field::Device,
+        Field::Country,
+        Field::WatchSeconds,
+        Field::BitrateKbps,
+        Field::BufferingMs,
+        Field::Completed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Field::EventId => "event_id",
+            Field::OccurredAt => "occurred_at",
+            Field::ViewerId => "viewer_id",
+            Field::ContentId => "content_id",
+            Field::Device => "device",
+            Field::Country => "country",
+            Field::WatchSeconds => "watch_seconds",
+            Field::BitrateKbps => "bitrate_kbps",
+            Field::BufferingMs => "buffering_ms",
+            Field::Completed => "completed",
+            Field::Row => "row",
+        }
+    }
+
+    /// The contract field with this column name.
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::CONTRACT.into_iter().find(|f| f.name() == name)
+    }
+
+    const fn is_optional(self) -> bool {
+        matches!(self, Field::BitrateKbps | Field::BufferingMs)
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a field (or a row) was rejected. The serialized names are the stable, machine-readable form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// A required field is absent.
+    Missing,
+    /// A required field is present but empty.
+    Empty,
+    TooLong,
+    InvalidCharacters,
+    InvalidTimestamp,
+    InFuture,
+    NotAnInteger,
+    OutOfRange,
+    UnknownDevice,
+    UnknownCountry,
+    NotUpperCase,
+    NotABoolean,
+    /// A JSON value of the wrong type (an object where a string was expected, say).
+    WrongType,
+    /// Row level: bytes that are not UTF-8.
+    InvalidUtf8,
+    /// Row level: a CSV row with more or fewer fields than the header.
+    FieldCount,
+    /// Row level: a JSON line that does not parse, or is not an object.
+    MalformedJson,
+    /// Row level: a row larger than the reader accepts.
+    RowTooLong,
+    /// Row level: the file's CSV header lacks a required column or repeats one.
+    BadHeader,
+    /// Row level: the event's country is valid but not served by this deployment (residency).
+    CountryNotServed,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Missing => "missing",
+            Reason::Empty => "empty",
+            Reason::TooLong => "too_long",
+            Reason::InvalidCharacters => "invalid_characters",
+            Reason::InvalidTimestamp => "invalid_timestamp",
+            Reason::InFuture => "in_future",
+            Reason::NotAnInteger => "not_an_integer",
+            Reason::OutOfRange => "out_of_range",
+            Reason::UnknownDevice => "unknown_device",
+            Reason::UnknownCountry => "unknown_country",
+            Reason::NotUpperCase => "not_upper_case",
+            Reason::NotABoolean => "not_a_boolean",
+            Reason::WrongType => "wrong_type",
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::FieldCount => "field_count",
+            Reason::MalformedJson => "malformed_json",
+            Reason::RowTooLong => "row_too_long",
+            Reason::BadHeader => "bad_header",
+            Reason::CountryNotServed => "country_not_served",
+        }
+    }
+}
+
+/// One thing wrong with an input row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: Field,
+    pub reason: Reason,
+}
+
+impl FieldError {
+    pub const fn new(field: Field, reason: Reason) -> Self {
+        FieldError { field, reason }
+    }
+
+    /// The key under which reports count this error, e.g. `country:unknown_country`.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.field.name(), self.reason.name())
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field.name(), self.reason.name())
+    }
+}
+
+/// Playback device, one of the five of the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Device {
+    Tv,
+    Mobile,
+    Web,
+    Tablet,
+    Console,
+}
+
+impl Device {
+    pub const ALL: [Device; 5] = [
+        Device::Tv,
+        Device::Mobile,
+        Device::Web,
+        Device::Tablet,
+        Device::Console,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Device::Tv => "tv",
+            Device::Mobile => "mobile",
+            Device::Web => "web",
+            Device::Tablet => "tablet",
+            Device::Console => "console",
+        }
+    }
+
+    /// A small dense code, 0..5.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<Device> {
+        Device::ALL.get(usize::from(code)).copied()
+    }
+}
+
+impl FromStr for Device {
+    type Err = Reason;
+    fn from_str(s: &str) -> Result<Self, Reason> {
+        Device::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or(Reason::UnknownDevice)
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An assigned ISO 3166-1 alpha-2 country code, upper case.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Country([u8; 2]);
+
+/// Assigned alpha-2 codes, as a 26x26 bitmap built once from the `celes` table.
+static ASSIGNED: LazyLock<[bool; 676]> = LazyLock::new(|| {
+    let mut table = [false; 676];
+    for c in celes::Country::get_countries() {
+        let b = c.alpha2.as_bytes();
+        // `XK` (Kosovo) is a user-assigned code, not an assigned one.
+        if b.len() == 2 && b.iter().all(u8::is_ascii_uppercase) && c.alpha2 != "XK" {
+            table[usize::from(b[0] - b'A') * 26 + usize::from(b[1] - b'A')] = true;
+        }
+    }
+    table
+});
+
+impl Country {
+    /// Parses an upper-case assigned code.
+    pub fn parse(s: &str) -> Result<Country, Reason> {
+        let b = s.as_bytes();
+        if b.len() != 2 || !b.iter().all(u8::is_ascii_alphabetic) {
+            return Err(Reason::UnknownCountry);
+        }
+        let upper = [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()];
+        let assigned = ASSIGNED[usize::from(upper[0] - b'A') * 26 + usize::from(upper[1] - b'A')];
+        match (assigned, upper == [b[0], b[1]]) {
+            (false, _) => Err(Reason::UnknownCountry),
+            (true, false) => Err(Reason::NotUpperCase),
+            (true, true) => Ok(Country(upper)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII upper-case letters are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+
+    /// A dense code in 0..676.
+    pub const fn code(self) -> u16 {
+        (self.0[0] - b'A') as u16 * 26 + (self.0[1] - b'A') as u16
+    }
+
+    pub fn from_code(code: u16) -> Option<Country> {
+        let c = usize::from(code);
+        if c >= 676 || !ASSIGNED[c] {
+            return None;
+        }
+        // c < 676, so both quotients fit in a u8.
+        Some(Country([b'A' + (c / 26) as u8, b'A' + (c % 26) as u8]))
+    }
+}
+
+impl fmt::Debug for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Country({})", self.as_str())
+    }
+}
+
+impl fmt::Display for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Country {
+    type Err = Reason;
+    fn from_str(s: &str) -> Result<Self, Reason> {
+        Country::parse(s)
+    }
+}
+
+impl Serialize for Country {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Country {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Country::parse(&s).map_err(|r| serde::de::Error::custom(r.name()))
+    }
+}
+
+/// A field's value as it arrived: untyped text from CSV, or a typed JSON value.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum FieldValue<'a> {
+    /// The field is not there at all (a JSON key that is absent).
+    #[default]
+    Absent,
+    /// JSON `null`.
+    Null,
+    /// A CSV cell: text whose type the contract decides.
+    Text(&'a str),
+    /// A JSON string.
+    Str(&'a str),
+    /// A JSON number.
+    Number(&'a serde_json::Number),
+    /// A JSON boolean.
+    Bool(bool),
+    /// A JSON array or object.
+    Composite,
+}
+
+impl<'a> FieldValue<'a> {
+    /// Maps a JSON value to the field value it stands for.
+    pub fn from_json(v: &'a serde_json::Value) -> FieldValue<'a> {
+        use serde_json::Value;
+        match v {
+            Value::Null => FieldValue::Null,
+            Value::Bool(b) => FieldValue::Bool(*b),
+            Value::Number(n) => FieldValue::Number(n),
+            Value::String(s) => FieldValue::Str(s),
+            Value::Array(_) | Value::Object(_) => FieldValue::Composite,
+        }
+    }
+
+    /// Absent, null and empty text all mean "no value" for an optional field.
+    fn is_blank(&self) -> bool {
+        match self {
+            FieldValue::Absent | FieldValue::Null => true,
+            FieldValue::Text(s) | FieldValue::Str(s) => s.is_empty(),
+            _ => false,
+        }
+    }
+}
+
+/// The ten contract fields of one input row, borrowed from the reader.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawFields<'a> {
+    values: [FieldValue<'a>; 10],
+}
+
+impl<'a> RawFields<'a> {
+    pub fn set(&mut self, field: Field, value: FieldValue<'a>) {
+        if let Some(slot) = self.values.get_mut(field.index()) {
+            *slot = value;
+        }
+    }
+
+    pub fn get(&self, field: Field) -> FieldValue<'a> {
+        self.values
+            .get(field.index())
+            .copied()
+            .unwrap_or(FieldValue::Absent)
+    }
+
+    /// Fields from one JSON object; keys outside the contract are ignored.
+    pub fn from_json_object(obj: &'a serde_json::Map<String, serde_json::Value>) -> Self {
+        let mut raw = RawFields::default();
+        for (k, v) in obj {
+            if let Some(f) = Field::from_name(k) {
+                raw.set(f, FieldValue::from_json(v));
+            }
+        }
+        raw
+    }
+
+    /// The event id as given, if it is a string, for echoing back in rejections.
+    pub fn event_id_hint(&self) -> Option<&'a str> {
+        match self.get(Field::EventId) {
+            FieldValue::Text(s) | FieldValue::Str(s) if !s.is_empty() => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A validated event. Text fields borrow from the input; the raw viewer id is still here and must
+/// be pseudonymized before the event leaves the edge (see [`crate::pseudonym`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidEvent<'a> {
+    pub event_id: &'a str,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub occurred_at_ms: i64,
+    pub viewer_id: &'a str,
+    pub content_id: &'a str,
+    pub device: Device,
+    pub country: Country,
+    pub watch_seconds: u32,
+    pub bitrate_kbps: Option<u32>,
+    pub buffering_ms: Option<u32>,
+    pub completed: bool,
+}
+
+pub const MAX_EVENT_ID_LEN: usize = 128;
+pub const MAX_TEXT_LEN: usize = 256;
+pub const MAX_WATCH_SECONDS: u64 = 86_400;
+pub const MAX_BITRATE_KBPS: u64 = 200_000;
+pub const MAX_BUFFERING_MS: u64 = 86_400_000;
+/// How far in the future an event may claim to be, for clock skew.
+pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
+
+/// Validates raw fields against the contract, judging "the future" against a fixed `now`.
+#[derive(Clone, Copy, Debug)]
+pub struct Validator {
+    now_ms: i64,
+}
+
+impl Validator {
+    /// A validator whose "now" is the wall clock at construction.
+    pub fn now() -> Self {
+        Validator {
+            now_ms: chrono::Utc::now().timestamp_millis(),
+        }
+    }
+
+    /// A validator with a fixed "now" (milliseconds since the epoch), for replays and tests.
+    pub const fn at(now_ms: i64) -> Self {
+        Validator { now_ms }
+    }
+
+    /// Every failed field of the row, or the valid event.
+    pub fn validate<'a>(&self, raw: &RawFields<'a>) -> Result<ValidEvent<'a>, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut check = |field: Field, r: Result<(), Reason>| {
+            if let Err(reason) = r {
+                errors.push(FieldError::new(field, reason));
+            }
+        };
+
+        let event_id = text(raw.get(Field::EventId), MAX_EVENT_ID_LEN).and_then(|s| {
+            if s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+            {
+                Ok(s)
+            } else {
+                Err(Reason::InvalidCharacters)
+            }
+        });
+        let occurred_at = text(raw.get(Field::OccurredAt), 64).and_then(|s| {
+            let ms = DateTime::parse_from_rfc3339(s)
+                .map_err(|_| Reason::InvalidTimestamp)?
+                .timestamp_millis();
+            if ms > self.now_ms.saturating_add(MAX_FUTURE_MS) {
+                Err(Reason::InFuture)
+            } else {
+                Ok(ms)
+            }
+        });
+        let viewer_id = text(raw.get(Field::ViewerId), MAX_TEXT_LEN);
+        let content_id = text(raw.get(Field::ContentId), MAX_TEXT_LEN);
+        let device = text(raw.get(Field::Device), 16).and_then(str::parse::<Device>);
+        let country = text(raw.get(Field::Country), 16).and_then(Country::parse);
+        let watch = integer(raw.get(Field::WatchSeconds), MAX_WATCH_SECONDS, 0);
+        let bitrate = optional(raw.get(Field::BitrateKbps), |v| {
+            integer(v, MAX_BITRATE_KBPS, 1)
+        });
+        let buffering = optional(raw.get(Field::BufferingMs), |v| {
+            integer(v, MAX_BUFFERING_MS, 0)
+        });
+        let completed = boolean(raw.get(Field::Completed));
+
+        check(Field::EventId, event_id.map(drop));
+        check(Field::OccurredAt, occurred_at.map(drop));
+        check(Field::ViewerId, viewer_id.map(drop));
+        check(Field::ContentId, content_id.map(drop));
+        check(Field::Device, device.map(drop));
+        check(Field::Country, country.map(drop));
+        check(Field::WatchSeconds, watch.map(drop));
+        check(Field::BitrateKbps, bitrate.map(drop));
+        check(Field::BufferingMs, buffering.map(drop));
+        check(Field::Completed, completed.map(drop));
+
+        match (
+            event_id,
+            occurred_at,
+            viewer_id,
+            content_id,
+            device,
+            country,
+            watch,
+            bitrate,
+            buffering,
+            completed,
+        ) {
+            (
+                Ok(event_id),
+                Ok(occurred_at_ms),
+                Ok(viewer_id),
+                Ok(content_id),
+                Ok(device),
+                Ok(country),
+                Ok(watch_seconds),
+                Ok(bitrate_kbps),
+                Ok(buffering_ms),
+                Ok(completed),
+            ) if errors.is_empty() => Ok(ValidEvent {
+                event_id,
+                occurred_at_ms,
+                viewer_id,
+                content_id,
+                device,
+                country,
+                watch_seconds,
+                bitrate_kbps,
+                buffering_ms,
+                completed,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A required text field: present, a string, non-empty, at most `max` bytes.
+fn text(v: FieldValue<'_>, max: usize) -> Result<&str, Reason> {
+    match v {
+        FieldValue::Absent | FieldValue::Null => Err(Reason::Missing),
+        FieldValue::Text(s) | FieldValue::Str(s) => {
+            if s.is_empty() {
+                Err(Reason::Empty)
+            } else if s.len() > max {
+                Err(Reason::TooLong)
+            } else {
+                Ok(s)
+            }
+        }
+        FieldValue::Number(_) | FieldValue::Bool(_) | FieldValue::Composite => {
+            Err(Reason::WrongType)
+        }
+    }
+}
+
+/// A required integer in `min..=max`: CSV text of digits, or a JSON integer.
+fn integer(v: FieldValue<'_>, max: u64, min: u64) -> Result<u32, Reason> {
+    let n: i128 = match v {
+        FieldValue::Absent | FieldValue::Null => return Err(Reason::Missing),
+        FieldValue::Text(s) => {
+            if s.is_empty() {
+                return Err(Reason::Empty);
+            }
+            let digits = s.strip_prefix('-').unwrap_or(s);
+            if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(Reason::NotAnInteger);
+            }
+            s.parse::<i128>().map_err(|_| Reason::NotAnInteger)?
+        }
+        FieldValue::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                i128::from(u)
+            } else if let Some(i) = n.as_i64() {
+                i128::from(i)
+            } else {
+                return Err(Reason::NotAnInteger);
+            }
+        }
+        FieldValue::Str(_) | FieldValue::Bool(_) | FieldValue::Composite => {
+            return Err(Reason::WrongType);
+        }
+    };
+    if n < i128::from(min) || n > i128::from(max) {
+        return Err(Reason::OutOfRange);
+    }
+    u32::try_from(n).map_err(|_| Reason::OutOfRange)
+}
+
+fn optional<T>(
+    v: FieldValue<'_>,
+    parse: impl FnOnce(FieldValue<'_>) -> Result<T, Reason>,
+) -> Result<Option<T>, Reason> {
+    if v.is_blank() {
+        Ok(None)
+    } else {
+        parse(v).map(Some)
+    }
+}
+
+fn boolean(v: FieldValue<'_>) -> Result<bool, Reason> {
+    match v {
+        FieldValue::Absent | FieldValue::Null => Err(Reason::Missing),
+        FieldValue::Bool(b) => Ok(b),
+        FieldValue::Text("true") => Ok(true),
+        FieldValue::Text("false") => Ok(false),
+        FieldValue::Text("") => Err(Reason::Empty),
+        FieldValue::Text(_) => Err(Reason::NotABoolean),
+        FieldValue::Str(_) | FieldValue::Number(_) | FieldValue::Composite => {
+            Err(Reason::WrongType)
+        }
+    }
+}
+
+/// Whether a missing optional field is fine; used by readers to decide on absent CSV columns.
+pub fn is_optional(field: Field) -> bool {
+    field.is_optional()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_795_000_000_000; // 2026-11-18
+
+    fn csv_row<'a>(cells: [&'a str; 10]) -> RawFields<'a> {
+        let mut raw = RawFields::default();
+        for (f, c) in Field::CONTRACT.into_iter().zip(cells) {
+            raw.set(f, FieldValue::Text(c));
+        }
+        raw
+    }
+
+    fn good() -> [&'static str; 10] {
+        [
+            "e-1",
+            "2026-11-17T10:00:00+02:00",
+            "viewer-9",
+            "c-1",
+            "tv",
+            "BR",
+            "120",
+            "4500",
+            "",
+            "true",
+        ]
+    }
+
+    fn reasons(cells: [&str; 10]) -> Vec<(Field, Reason)> {
+        match Validator::at(NOW).validate(&csv_row(cells)) {
+            Ok(_) => vec![],
+            Err(e) => e.into_iter().map(|e| (e.field, e.reason)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_good_row_validates_and_normalizes_to_utc() {
+        let ev = Validator::at(NOW)
+            .validate(&csv_row(good()))
+            .expect("valid");
+        let utc = DateTime::parse_from_rfc3339("2026-11-17T08:00:00Z").expect("ts");
+        assert_eq!(ev.occurred_at_ms, utc.timestamp_millis());
+        assert_eq!(ev.device, Device::Tv);
+        assert_eq!(ev.country.as_str(), "BR");
+        assert_eq!(ev.bitrate_kbps, Some(4500));
+        assert_eq!(ev.buffering_ms, None);
+        assert!(ev.completed);
+    }
+
+    #[test]
+    fn every_failed_field_is_reported() {
+        let got = reasons([
+            "bad id!",
+            "yesterday",
+            "",
+            "c",
+            "fridge",
+            "br",
+            "-5",
+            "0",
+            "x",
+            "yes",
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                (Field::EventId, Reason::InvalidCharacters),
+                (Field::OccurredAt, Reason::InvalidTimestamp),
+                (Field::ViewerId, Reason::Empty),
+                (Field::Device, Reason::UnknownDevice),
+                (Field::Country, Reason::NotUpperCase),
+                (Field::WatchSeconds, Reason::OutOfRange),
+                (Field::BitrateKbps, Reason::OutOfRange),
+                (Field::BufferingMs, Reason::NotAnInteger),
+                (Field::Completed, Reason::NotABoolean),
+            ]
+        );
+    }
+
+    #[test]
+    fn ranges_are_inclusive() {
+        let mut c = good();
+        c[6] = "86400";
+        c[7] = "200000";
+        c[8] = "86400000";
+        assert!(reasons(c).is_empty());
+        c[6] = "86401";
+        c[7] = "200001";
+        c[8] = "86400001";
+        assert_eq!(reasons(c).len(), 3);
+        c = good();
+        c[6] = "99999999999999999999999";
+        assert_eq!(
+            reasons(c),
+            vec![(Field::WatchSeconds, Reason::NotAnInteger)]
+        );
+    }
+
+    #[test]
+    fn countries_must_be_assigned_and_upper_case() {
+        assert_eq!(Country::parse("XX"), Err(Reason::UnknownCountry));
+        assert_eq!(Country::parse("XK"), Err(Reason::UnknownCountry));
+        assert_eq!(Country::parse("us"), Err(Reason::NotUpperCase));
+        assert_eq!(Country::parse("BRA"), Err(Reason::UnknownCountry));
+        assert_eq!(Country::parse("É"), Err(Reason::UnknownCountry));
+        let pt = Country::parse("PT").expect("assigned");
+        assert_eq!(Country::from_code(pt.code()), Some(pt));
+    }
+
+    #[test]
+    fn the_future_is_five_minutes_away() {
+        let v = Validator::at(0);
+        let mut c = good();
+        c[1] = "1970-01-01T00:05:00Z";
+        assert!(v.validate(&csv_row(c)).is_ok());
+        c[1] = "1970-01-01T00:05:00.001Z";
+        let err = v.validate(&csv_row(c)).expect_err("future");
+        assert_eq!(
+            err,
+            vec![FieldError::new(Field::OccurredAt, Reason::InFuture)]
+        );
+    }
+
+    #[test]
+    fn json_values_are_typed() {
+        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"event_id":"e","occurred_at":"2026-01-01T00:00:00Z","viewer_id":"v",
+                "content_id":"c","device":"web","country":"PT","watch_seconds":"10",
+                "bitrate_kbps":null,"completed":false,"extra":1}"#,
+        )
+        .expect("json");
+        let err = Validator::at(NOW)
+            .validate(&RawFields::from_json_object(&obj))
+            .expect_err("string for an integer");
+        assert_eq!(
+            err,
+            vec![FieldError::new(Field::WatchSeconds, Reason::WrongType)]
+        );
+    }
+}

@@ -1,0 +1,557 @@
+//! Streaming readers for bronze files: CSV (RFC 4180) and JSON lines, plain or gzip.
+//!
+//! A reader holds one row at a time, never the whole file. Each row comes back with its line
+//! number and its raw bytes (for the quarantine), and either its contract fields or the reason the
+//! row as a whole is unreadable (bad UTF-8, wrong field count, malformed JSON, too long). A bad row
+//! never stops the file; only an I/O error (a truncated gzip stream, say) does.
+//!
+//! CSV goes through `csv-core` rather than `csv::Reader` because the quarantine needs the exact
+//! bytes of each record, which only the low-level reader exposes.
+//!
+//! ```
+//! use streamcube_model::reader::{EventReader, Format};
+//! let data = "event_id,occurred_at,viewer_id,content_id,device,country,watch_seconds,bitrate_kbps,buffering_ms,completed\r\n\
+//!             e1,2026-01-01T00:00:00Z,v1,c1,tv,BR,60,,,true\r\n\
+//!             \r\n\
+//!             e2,oops\r\n";
+//! let mut rows = EventReader::new(data.as_bytes(), Format::Csv).unwrap();
+//! let first = rows.next_row().unwrap().unwrap();
+//! assert_eq!(first.line, 2);
+//! assert!(first.fields.is_ok());
+//! let second = rows.next_row().unwrap().unwrap();
+//! assert_eq!((second.line, second.raw_text().as_ref()), (4, "e2,oops"));
+//! assert!(second.fields.is_err());
+//! assert!(rows.next_row().unwrap().is_none());
+//! ```
+
+use std::borrow::Cow;
+use std::io::{self, BufRead, BufReader, Read};
+
+use csv_core::ReadRecordResult;
+
+use crate::event::{Field, FieldError, FieldValue, RawFields, Reason, is_optional};
+
+/// Rows longer than this are rejected (and skipped up to the next line break), so one runaway
+/// quote cannot make the reader buffer the rest of the file.
+pub const MAX_ROW_BYTES: usize = 256 * 1024;
+/// How much of an over-long row the quarantine keeps.
+const KEPT_PREFIX: usize = 1024;
+
+/// The bronze file formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Csv,
+    JsonLines,
+}
+
+impl Format {
+    /// The format an object key or file name implies (`.csv`, `.jsonl`, `.ndjson`, `.json`, each
+    /// optionally followed by `.gz`).
+    pub fn from_name(name: &str) -> Option<Format> {
+        let lower = name.to_ascii_lowercase();
+        let base = lower.strip_suffix(".gz").unwrap_or(&lower);
+        if base.ends_with(".csv") {
+            Some(Format::Csv)
+        } else if base.ends_with(".jsonl") || base.ends_with(".ndjson") || base.ends_with(".json") {
+            Some(Format::JsonLines)
+        } else {
+            None
+        }
+    }
+}
+
+/// One input row.
+#[derive(Debug)]
+pub struct Row<'a> {
+    /// 1-based line number where the row starts.
+    pub line: u64,
+    /// The row's bytes as they were in the file, without the line break.
+    pub raw: &'a [u8],
+    /// The contract fields, or why the row cannot be read at all.
+    pub fields: Result<RawFields<'a>, FieldError>,
+}
+
+impl Row<'_> {
+    /// The raw row as text; bytes that are not UTF-8 become U+FFFD.
+    pub fn raw_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(self.raw)
+    }
+}
+
+/// Reads rows from a CSV or JSON-lines source, decompressing gzip when the data starts with the
+/// gzip magic number (whatever the name says).
+pub struct EventReader<'r> {
+    src: Box<dyn BufRead + Send + 'r>,
+    kind: Kind,
+    /// The current row's bytes, including any blank lines skipped before it.
+    raw: Vec<u8>,
+    raw_start: usize,
+    line: u64,
+    rows: u64,
+}
+
+enum Kind {
+    Csv(Box<CsvState>),
+    Json(Option<serde_json::Map<String, serde_json::Value>>),
+}
+
+struct CsvState {
+    rdr: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    nfields: usize,
+    header: Option<Header>,
+}
+
+struct Header {
+    columns: Vec<Option<Field>>,
+    ok: bool,
+}
+
+enum RowShape {
+    Csv(CsvShape),
+    Json(Result<(), Reason>),
+}
+
+enum CsvShape {
+    Fields,
+    TooLong,
+}
+
+impl<'r> EventReader<'r> {
+    /// A reader over `source` in `format`.
+    pub fn new<R: Read + Send + 'r>(source: R, format: Format) -> io::Result<Self> {
+        let mut buffered = BufReader::with_capacity(64 * 1024, source);
+        let gzip = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+        let src: Box<dyn BufRead + Send + 'r> = if gzip {
+            Box::new(BufReader::with_capacity(
+                64 * 1024,
+                flate2::bufread::MultiGzDecoder::new(buffered),
+            ))
+        } else {
+            Box::new(buffered)
+        };
+        let kind = match format {
+            Format::Csv => Kind::Csv(Box::new(CsvState {
+                rdr: csv_core::Reader::new(),
+                out: vec![0; 4096],
+                ends: vec![0; 32],
+                nfields: 0,
+                header: None,
+            })),
+            Format::JsonLines => Kind::Json(None),
+        };
+        Ok(EventReader {
+            src,
+            kind,
+            raw: Vec::with_capacity(1024),
+            raw_start: 0,
+            line: 1,
+            rows: 0,
+        })
+    }
+
+    /// How many rows (not counting a CSV header or blank lines) have been returned so far.
+    pub fn rows_read(&self) -> u64 {
+        self.rows
+    }
+
+    /// The next row, `None` at the end of the data.
+    pub fn next_row(&mut self) -> io::Result<Option<Row<'_>>> {
+        let (line, shape) = match &mut self.kind {
+            Kind::Csv(state) => loop {
+                let Some((line, shape)) = read_csv_record(
+                    &mut self.src,
+                    state,
+                    &mut self.raw,
+                    &mut self.raw_start,
+                    &mut self.line,
+                )?
+                else {
+                    return Ok(None);
+                };
+                if state.header.is_none() {
+                    state.header = Some(parse_header(state));
+                    continue;
+                }
+                break (line, RowShape::Csv(shape));
+            },
+            Kind::Json(obj) => {
+                let Some((line, parsed)) = read_json_line(
+                    &mut self.src,
+                    &mut self.raw,
+                    &mut self.raw_start,
+                    &mut self.line,
+                    obj,
+                )?
+                else {
+                    return Ok(None);
+                };
+                (line, RowShape::Json(parsed))
+            }
+        };
+        self.rows += 1;
+        let raw = trim_line_end(&self.raw[self.raw_start..]);
+        let fields = match (&self.kind, shape) {
+            (Kind::Csv(state), RowShape::Csv(shape)) => csv_fields(state, shape),
+            (Kind::Json(Some(obj)), RowShape::Json(Ok(()))) => Ok(RawFields::from_json_object(obj)),
+            (_, RowShape::Json(Err(reason))) => Err(FieldError::new(Field::Row, reason)),
+            _ => Err(FieldError::new(Field::Row, Reason::MalformedJson)),
+        };
+        Ok(Some(Row { line, raw, fields }))
+    }
+}
+
+fn trim_line_end(mut b: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\n' | b'\r'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// Reads one CSV record into `state.out`/`state.ends` and its bytes into `raw`. Returns the line
+/// the record starts on, or `None` at the end.
+fn read_csv_record(
+    src: &mut Box<dyn BufRead + Send + '_>,
+    state: &mut CsvState,
+    raw: &mut Vec<u8>,
+    raw_start: &mut usize,
+    line: &mut u64,
+) -> io::Result<Option<(u64, CsvShape)>> {
+    raw.clear();
+    *raw_start = 0;
+    let mut outlen = 0;
+    let mut nends = 0;
+    loop {
+        let input = src.fill_buf()?;
+        let eof = input.is_empty();
+        let (res, nin, nout, nend) =
+            state
+                .rdr
+                .read_record(input, &mut state.out[outlen..], &mut state.ends[nends..]);
+        raw.extend_from_slice(&input[..nin]);
+        src.consume(nin);
+        outlen += nout;
+        nends += nend;
+        match res {
+            ReadRecordResult::InputEmpty => {
+                if eof {
+                    // csv-core needs an empty input to flush the final record.
+                    continue;
+                }
+            }
+            ReadRecordResult::OutputFull => {
+                let n = state.out.len();
+                state.out.resize(n * 2, 0);
+            }
+            ReadRecordResult::OutputEndsFull => {
+                let n = state.ends.len();
+                state.ends.resize(n * 2, 0);
+            }
+            ReadRecordResult::Record => {
+                state.nfields = nends;
+                // Blank lines before the record are skipped by csv-core; start at its content.
+                let lead = raw
+                    .iter()
+                    .take_while(|b| matches!(b, b'\r' | b'\n'))
+                    .count();
+                let start = *line + count_newlines(&raw[..lead]);
+                *line += count_newlines(raw);
+                *raw_start = lead;
+                return Ok(Some((start, CsvShape::Fields)));
+            }
+            ReadRecordResult::End => {
+                return Ok(None);
+            }
+        }
+        if raw.len() > MAX_ROW_BYTES {
+            // Keep a prefix for the quarantine, then skip to the next line break and start over.
+            let lead = raw
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
+            let start = *line + count_newlines(&raw[..lead]);
+            *line += count_newlines(raw);
+            raw.drain(..lead);
+            raw.truncate(KEPT_PREFIX);
+            if skip_to_line_end(src)? {
+                *line += 1;
+            }
+            state.rdr.reset();
+            state.nfields = 0;
+            return Ok(Some((start, CsvShape::TooLong)));
+        }
+    }
+}
+
+/// Skips past the next line break; whether there was one before the end.
+fn skip_to_line_end(src: &mut Box<dyn BufRead + Send + '_>) -> io::Result<bool> {
+    loop {
+        let buf = src.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            src.consume(pos + 1);
+            return Ok(true);
+        }
+        let n = buf.len();
+        src.consume(n);
+    }
+}
+
+fn count_newlines(b: &[u8]) -> u64 {
+    b.iter().filter(|&&c| c == b'\n').count() as u64
+}
+
+fn csv_field(state: &CsvState, i: usize) -> &[u8] {
+    let start = if i == 0 { 0 } else { state.ends[i - 1] };
+    &state.out[start..state.ends[i]]
+}
+
+fn parse_header(state: &CsvState) -> Header {
+    let mut columns = Vec::with_capacity(state.nfields);
+    for i in 0..state.nfields {
+        let mut name = csv_field(state, i);
+        if i == 0 {
+            name = name.strip_prefix(b"\xef\xbb\xbf").unwrap_or(name);
+        }
+        let name = std::str::from_utf8(name).unwrap_or("").trim();
+        columns.push(Field::from_name(name));
+    }
+    let ok = Field::CONTRACT.iter().all(|f| {
+        let n = columns.iter().filter(|c| **c == Some(*f)).count();
+        n == 1 || (n == 0 && is_optional(*f))
+    });
+    Header { columns, ok }
+}
+
+fn csv_fields(state: &CsvState, shape: CsvShape) -> Result<RawFields<'_>, FieldError> {
+    let row_err = |r| Err(FieldError::new(Field::Row, r));
+    if let CsvShape::TooLong = shape {
+        return row_err(Reason::RowTooLong);
+    }
+    let Some(header) = &state.header else {
+        return row_err(Reason::BadHeader);
+    };
+    if !header.ok {
+        return row_err(Reason::BadHeader);
+    }
+    if state.nfields != header.columns.len() {
+        return row_err(Reason::FieldCount);
+    }
+    let mut fields = RawFields::default();
+    for (i, column) in header.columns.iter().enumerate() {
+        let Ok(text) = std::str::from_utf8(csv_field(state, i)) else {
+            return row_err(Reason::InvalidUtf8);
+        };
+        if let Some(f) = column {
+            fields.set(*f, FieldValue::Text(text));
+        }
+    }
+    Ok(fields)
+}
+
+/// Reads one non-blank line into `raw` and parses it into `obj`.
+fn read_json_line(
+    src: &mut Box<dyn BufRead + Send + '_>,
+    raw: &mut Vec<u8>,
+    raw_start: &mut usize,
+    line: &mut u64,
+    obj: &mut Option<serde_json::Map<String, serde_json::Value>>,
+) -> io::Result<Option<(u64, Result<(), Reason>)>> {
+    *raw_start = 0;
+    loop {
+        raw.clear();
+        let limit = (MAX_ROW_BYTES + 1) as u64;
+        let n = src.by_ref().take(limit).read_until(b'\n', raw)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let start = *line;
+        *line += 1;
+        if raw.len() > MAX_ROW_BYTES && raw.last() != Some(&b'\n') {
+            raw.truncate(KEPT_PREFIX);
+            // The break that ends this row was counted above.
+            skip_to_line_end(src)?;
+            return Ok(Some((start, Err(Reason::RowTooLong))));
+        }
+        let body = trim_line_end(raw);
+        if body.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if std::str::from_utf8(body).is_err() {
+            return Ok(Some((start, Err(Reason::InvalidUtf8))));
+        }
+        return Ok(Some((
+            start,
+            match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(serde_json::Value::Object(map)) => {
+                    *obj = Some(map);
+                    Ok(())
+                }
+                _ => Err(Reason::MalformedJson),
+            },
+        )));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const HEADER: &str = "event_id,occurred_at,viewer_id,content_id,device,country,watch_seconds,bitrate_kbps,buffering_ms,completed";
+
+    /// (line, raw, Ok(event_id) | Err(reason)) for every row.
+    fn rows(data: &[u8], format: Format) -> Vec<(u64, String, Result<String, Reason>)> {
+        let mut r = EventReader::new(data, format).expect("open");
+        let mut out = Vec::new();
+        while let Some(row) = r.next_row().expect("read") {
+            let f = match &row.fields {
+                Ok(f) => Ok(match f.get(Field::EventId) {
+                    FieldValue::Text(s) | FieldValue::Str(s) => s.to_owned(),
+                    other => format!("{other:?}"),
+                }),
+                Err(e) => Err(e.reason),
+            };
+            out.push((row.line, row.raw_text().into_owned(), f));
+        }
+        out
+    }
+
+    #[test]
+    fn csv_with_crlf_quotes_blank_lines_and_bad_rows() {
+        let mut data = Vec::new();
+        data.extend_from_slice(b"\xef\xbb\xbf");
+        data.extend_from_slice(HEADER.as_bytes());
+        data.extend_from_slice(b"\r\n");
+        data.extend_from_slice(b"\"a,1\",t,v,c,tv,BR,1,,,true\r\n");
+        data.extend_from_slice(b"\r\n\r\n");
+        data.extend_from_slice(b"b,t,\"multi\nline\",c,tv,BR,1,,,true\r\n");
+        data.extend_from_slice(b"c,t,v\xff,c,tv,BR,1,,,true\r\n");
+        data.extend_from_slice(b"d,t,v,c,tv,BR,1,,,true,extra\n");
+        data.extend_from_slice(b"e,t,v,c,tv\n");
+        data.extend_from_slice(b"\"f \"\"quoted\"\"\",t,v,c,tv,BR,1,,,true");
+        let got = rows(&data, Format::Csv);
+        assert_eq!(
+            got,
+            vec![
+                (2, "\"a,1\",t,v,c,tv,BR,1,,,true".into(), Ok("a,1".into())),
+                (
+                    5,
+                    "b,t,\"multi\nline\",c,tv,BR,1,,,true".into(),
+                    Ok("b".into())
+                ),
+                (
+                    7,
+                    "c,t,v\u{fffd},c,tv,BR,1,,,true".into(),
+                    Err(Reason::InvalidUtf8)
+                ),
+                (
+                    8,
+                    "d,t,v,c,tv,BR,1,,,true,extra".into(),
+                    Err(Reason::FieldCount)
+                ),
+                (9, "e,t,v,c,tv".into(), Err(Reason::FieldCount)),
+                (
+                    10,
+                    "\"f \"\"quoted\"\"\",t,v,c,tv,BR,1,,,true".into(),
+                    Ok("f \"quoted\"".into())
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_columns_are_matched_by_name_and_optional_ones_may_be_absent() {
+        let data = "completed,country,device,content_id,viewer_id,occurred_at,event_id,watch_seconds\n\
+                    true,BR,tv,c,v,t,id-1,5\n";
+        let got = rows(data.as_bytes(), Format::Csv);
+        assert_eq!(got[0].2, Ok("id-1".into()));
+    }
+
+    #[test]
+    fn a_bad_header_rejects_every_row_but_loses_none() {
+        let data = "event_id,occurred_at\na,b\nc,d\n";
+        let got = rows(data.as_bytes(), Format::Csv);
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|r| r.2 == Err(Reason::BadHeader)));
+    }
+
+    #[test]
+    fn a_runaway_quote_is_cut_and_the_file_goes_on() {
+        let mut data = format!("{HEADER}\n").into_bytes();
+        data.extend_from_slice(b"x,\"");
+        data.extend(std::iter::repeat_n(b'a', MAX_ROW_BYTES + 10));
+        data.extend_from_slice(b"\nok,t,v,c,tv,BR,1,,,true\n");
+        let got = rows(&data, Format::Csv);
+        assert_eq!(
+            got.len(),
+            2,
+            "{:?}",
+            got.iter().map(|g| &g.2).collect::<Vec<_>>()
+        );
+        assert_eq!(got[0].2, Err(Reason::RowTooLong));
+        assert!(got[0].1.len() <= KEPT_PREFIX);
+        assert_eq!((got[1].0, got[1].2.clone()), (3, Ok("ok".into())));
+    }
+
+    #[test]
+    fn gzip_is_detected_by_content() {
+        let plain = format!("{HEADER}\na,t,v,c,tv,BR,1,,,true\n");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(plain.as_bytes()).expect("gzip");
+        let data = gz.finish().expect("gzip");
+        assert_eq!(
+            rows(&data, Format::Csv),
+            rows(plain.as_bytes(), Format::Csv)
+        );
+    }
+
+    #[test]
+    fn truncated_gzip_is_an_io_error_not_a_panic() {
+        let plain = format!("{HEADER}\n{}", "a,t,v,c,tv,BR,1,,,true\n".repeat(1000));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(plain.as_bytes()).expect("gzip");
+        let mut data = gz.finish().expect("gzip");
+        data.truncate(data.len() / 2);
+        let mut r = EventReader::new(&data[..], Format::Csv).expect("open");
+        let mut result = Ok(());
+        loop {
+            match r.next_row() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn json_lines() {
+        let data = b"{\"event_id\":\"a\",\"watch_seconds\":3}\r\n\n  \n[1,2]\n{\"event_id\":\"\xff\"}\n{oops\n{\"event_id\":\"b\"}";
+        let got = rows(data, Format::JsonLines);
+        assert_eq!(
+            got.iter().map(|g| (g.0, g.2.clone())).collect::<Vec<_>>(),
+            vec![
+                (1, Ok("a".into())),
+                (4, Err(Reason::MalformedJson)),
+                (5, Err(Reason::InvalidUtf8)),
+                (6, Err(Reason::MalformedJson)),
+                (7, Ok("b".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn format_from_name() {
+        assert_eq!(Format::from_name("a/b c.CSV.gz"), Some(Format::Csv));
+        assert_eq!(Format::from_name("x.ndjson"), Some(Format::JsonLines));
+        assert_eq!(Format::from_name("x.parquet"), None);
+    }
+}
