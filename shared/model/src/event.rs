@@ -749,3 +749,48 @@ mod tests {
         );
     }
 }
+
+/// An event as silver stores it: validated, with the viewer pseudonymized. `origin` names the
+/// input row that first wrote it (`<object>#<version>:<line>`, or empty for API and stream
+/// ingestion), so a retried file recognises its own earlier writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SilverEvent {
+    pub event_id: String,
+    pub occurred_at_ms: i64,
+    pub viewer: crate::pseudonym::Pseudonym,
+    pub content_id: String,
+    pub device: Device,
+    pub country: Country,
+    pub watch_seconds: u32,
+    pub bitrate_kbps: Option<u32>,
+    pub buffering_ms: Option<u32>,
+    pub completed: bool,
+    #[serde(default)]
+    pub origin: String,
+}
+
+/// Milliseconds in an hour: silver is partitioned by event hour.
+pub const MS_PER_HOUR: i64 = 3_600_000;
+
+impl SilverEvent {
+    pub fn new(ev: &ValidEvent<'_>, p: &crate::pseudonym::Pseudonymizer, origin: String) -> Self {
+        SilverEvent {
+            event_id: ev.event_id.to_owned(),
+            occurred_at_ms: ev.occurred_at_ms,
+            viewer: p.pseudonymize(ev.viewer_id),
+            content_id: ev.content_id.to_owned(),
+            device: ev.device,
+            country: ev.country,
+            watch_seconds: ev.watch_seconds,
+            bitrate_kbps: ev.bitrate_kbps,
+            buffering_ms: ev.buffering_ms,
+            completed: ev.completed,
+            origin,
+        }
+    }
+
+    /// The hour partition (hours since the Unix epoch).
+    pub fn hour(&self) -> i64 {
+        self.occurred_at_ms.div_euclid(MS_PER_HOUR)
+    }
+}

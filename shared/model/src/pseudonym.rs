@@ -111,6 +111,20 @@ impl Pseudonym {
     }
 }
 
+impl serde::Serialize for Pseudonym {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Pseudonym {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Pseudonym::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom("not a 64-digit hex pseudonym"))
+    }
+}
+
 impl fmt::Debug for Pseudonym {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Pseudonym({})", &self.to_hex()[..12])

@@ -1,0 +1,142 @@
+//! Settings shared by the commands: where the data lives, the pseudonymization key, the cuboids,
+//! the served countries.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use streamcube_embedded::EmbeddedBackend;
+use streamcube_model::cube::CuboidSet;
+use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
+use streamcube_pipeline::{Pipeline, PipelineConfig};
+
+/// The key file created in a data directory when no key is configured.
+pub const KEY_FILE: &str = "pseudonym.key";
+
+#[derive(Args, Debug, Clone)]
+pub struct Settings {
+    /// Data directory of the embedded backend.
+    #[arg(
+        long,
+        env = "STREAMCUBE_DATA_DIR",
+        default_value = ".streamcube",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Pseudonymization key as hex (at least 32 bytes). Without it, a random key is created in
+    /// the data directory (`pseudonym.key`, readable by the owner only) and reused.
+    #[arg(
+        long,
+        env = "STREAMCUBE_PSEUDONYM_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub pseudonym_key: Option<String>,
+    /// Id of the pseudonymization key (recorded so a rotation can be traced).
+    #[arg(
+        long,
+        env = "STREAMCUBE_PSEUDONYM_KEY_ID",
+        default_value = "k1",
+        global = true
+    )]
+    pub pseudonym_key_id: String,
+    /// Cuboids to materialize: aggregation groups of dimensions, `;` between groups. Every subset
+    /// of each group is kept. Example: `country,device,genre;content_id,country`.
+    #[arg(
+        long,
+        env = "STREAMCUBE_CUBOIDS",
+        default_value = "country,device,genre,content_id",
+        global = true
+    )]
+    pub cuboids: String,
+    /// Countries this deployment accepts (ISO codes, comma-separated; `*` for all).
+    #[arg(
+        long,
+        env = "STREAMCUBE_SERVED_COUNTRIES",
+        default_value = "*",
+        global = true
+    )]
+    pub served_countries: String,
+}
+
+impl Settings {
+    pub fn cuboid_set(&self) -> anyhow::Result<CuboidSet> {
+        CuboidSet::parse(&self.cuboids).context("--cuboids")
+    }
+
+    /// The configured key, or the data directory's key file (created on first use).
+    pub fn key(&self, dir: Option<&Path>) -> anyhow::Result<PseudonymKey> {
+        if let Some(hex) = &self.pseudonym_key {
+            return PseudonymKey::from_hex(&self.pseudonym_key_id, hex)
+                .context("STREAMCUBE_PSEUDONYM_KEY");
+        }
+        match dir {
+            Some(dir) => key_file(dir, &self.pseudonym_key_id),
+            None => {
+                // A run that keeps nothing needs no stable key: pseudonyms only feed its sketches.
+                let secret: [u8; 32] = rand::random();
+                Ok(PseudonymKey::from_bytes(
+                    &self.pseudonym_key_id,
+                    secret.to_vec(),
+                )?)
+            }
+        }
+    }
+
+    pub fn config(&self, key: &PseudonymKey) -> anyhow::Result<PipelineConfig> {
+        let mut config = PipelineConfig::new(Pseudonymizer::new(key));
+        config.cuboids = self.cuboid_set()?;
+        config.served_countries = PipelineConfig::parse_countries(&self.served_countries)
+            .map_err(anyhow::Error::msg)
+            .context("--served-countries")?;
+        Ok(config)
+    }
+
+    /// The pipeline on the embedded backend in the data directory.
+    pub fn embedded(&self) -> anyhow::Result<(Pipeline, EmbeddedBackend)> {
+        let backend = EmbeddedBackend::open(&self.data_dir)?;
+        let key = self.key(Some(&self.data_dir))?;
+        let pipeline = Pipeline::new(backend.stores(), self.config(&key)?);
+        Ok((pipeline, backend))
+    }
+}
+
+fn key_file(dir: &Path, id: &str) -> anyhow::Result<PseudonymKey> {
+    let path = dir.join(KEY_FILE);
+    if !path.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let secret: [u8; 32] = rand::random();
+        write_private(&path, &hex::encode(secret))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let key = PseudonymKey::from_hex(id, text.trim())
+        .with_context(|| format!("the key in {} is not valid", path.display()))?;
+    Ok(key)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
+}
+
+/// Fails when a path that must exist does not.
+pub fn must_exist(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,681 @@
+//! Every table port on SQLite.
+//!
+//! One connection behind a mutex per process; calls run on tokio's blocking pool. WAL mode lets
+//! other processes read while one writes, and a busy timeout makes writers queue; a write that
+//! still finds the database locked surfaces as [`StoreError::Throttled`].
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use rusqlite::{Connection, OptionalExtension, params};
+use streamcube_model::catalog::{Catalog, CatalogEntry};
+use streamcube_model::cube::{Cell, Cuboid, Dims, Measures};
+use streamcube_model::event::{Country, Device, SilverEvent};
+use streamcube_model::pseudonym::Pseudonym;
+use streamcube_model::report::FileReport;
+use streamcube_model::sketch::ViewerSketch;
+use streamcube_pipeline::ports::{
+    CatalogStore, ChangeFeed, DayManifest, GoldStore, LedgerStore, Level, PutOutcome, SilverStore,
+    StoreError, StoreResult,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS silver_events (
+    event_id       TEXT PRIMARY KEY,
+    hour           INTEGER NOT NULL,
+    occurred_at_ms INTEGER NOT NULL,
+    viewer         BLOB NOT NULL,
+    content_id     TEXT NOT NULL,
+    device         TEXT NOT NULL,
+    country        TEXT NOT NULL,
+    watch_seconds  INTEGER NOT NULL,
+    bitrate_kbps   INTEGER,
+    buffering_ms   INTEGER,
+    completed      INTEGER NOT NULL,
+    origin         TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS silver_by_hour ON silver_events(hour);
+CREATE INDEX IF NOT EXISTS silver_by_viewer ON silver_events(viewer);
+CREATE TABLE IF NOT EXISTS silver_changes (
+    hour    INTEGER PRIMARY KEY,
+    counter INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gold_manifests (
+    day     TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    body    TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gold_cells (
+    day           TEXT NOT NULL,
+    level         INTEGER NOT NULL,
+    generation    INTEGER NOT NULL,
+    cuboid        INTEGER NOT NULL,
+    country       TEXT NOT NULL,
+    device        TEXT NOT NULL,
+    genre         TEXT NOT NULL,
+    content_id    TEXT NOT NULL,
+    plays         INTEGER NOT NULL,
+    watch_seconds INTEGER NOT NULL,
+    completed     INTEGER NOT NULL,
+    buffering_ms  INTEGER NOT NULL,
+    bitrate_sum   INTEGER NOT NULL,
+    bitrate_count INTEGER NOT NULL,
+    viewers       BLOB NOT NULL,
+    PRIMARY KEY (day, level, generation, cuboid, country, device, genre, content_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS catalog (
+    content_id       TEXT PRIMARY KEY,
+    title            TEXT NOT NULL,
+    genre            TEXT NOT NULL,
+    release_year     INTEGER,
+    duration_seconds INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS processed_objects (
+    key          TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    report       TEXT NOT NULL,
+    processed_at TEXT NOT NULL,
+    PRIMARY KEY (key, version)
+) WITHOUT ROWID;
+";
+
+/// The level column: hours 0..24, the day 24.
+fn level_code(l: Level) -> i64 {
+    match l {
+        Level::Hour(h) => i64::from(h),
+        Level::Day => 24,
+    }
+}
+
+fn level_of(code: i64) -> StoreResult<Level> {
+    match code {
+        24 => Ok(Level::Day),
+        0..=23 => Ok(Level::Hour(code as u8)),
+        other => Err(StoreError::Corrupt(format!("level {other}"))),
+    }
+}
+
+fn sql_err(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Throttled
+        }
+        _ => StoreError::backend(e),
+    }
+}
+
+fn int(v: u64) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{v} does not fit a SQLite integer")))
+}
+
+fn uint(v: i64) -> StoreResult<u64> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative count {v}")))
+}
+
+/// SQLite adapter for silver, gold, catalog, ledger and the change feed.
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Corrupt("the connection lock was poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(StoreError::backend)?
+    }
+
+    /// Counts rows of silver (for tests and status).
+    pub async fn silver_count(&self) -> StoreResult<u64> {
+        self.with(|c| {
+            let n: i64 = c
+                .query_row("SELECT count(*) FROM silver_events", [], |r| r.get(0))
+                .map_err(sql_err)?;
+            uint(n)
+        })
+        .await
+    }
+
+    /// Every silver event, ordered by id (for tests and exports of small stores).
+    pub async fn all_silver(&self) -> StoreResult<Vec<SilverEvent>> {
+        self.with(|c| query_events(c, "SELECT * FROM silver_events ORDER BY event_id", []))
+            .await
+    }
+}
+
+const EVENT_COLUMNS: &str = "event_id, hour, occurred_at_ms, viewer, content_id, device, country, watch_seconds, bitrate_kbps, buffering_ms, completed, origin";
+
+fn query_events<P: rusqlite::Params>(
+    c: &Connection,
+    sql: &str,
+    p: P,
+) -> StoreResult<Vec<SilverEvent>> {
+    let sql = sql.replacen('*', EVENT_COLUMNS, 1);
+    let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
+    let mut rows = stmt.query(p).map_err(sql_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(sql_err)? {
+        out.push(event_of(r)?);
+    }
+    Ok(out)
+}
+
+fn event_of(r: &rusqlite::Row<'_>) -> StoreResult<SilverEvent> {
+    let get_err = |e: rusqlite::Error| StoreError::Corrupt(e.to_string());
+    let viewer: Vec<u8> = r.get(3).map_err(get_err)?;
+    let viewer: [u8; 32] = viewer
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("viewer pseudonym is not 32 bytes".into()))?;
+    let device: String = r.get(5).map_err(get_err)?;
+    let country: String = r.get(6).map_err(get_err)?;
+    let opt = |i: usize| -> StoreResult<Option<u32>> {
+        r.get::<_, Option<i64>>(i)
+            .map_err(get_err)?
+            .map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{v} out of range"))))
+            .transpose()
+    };
+    Ok(SilverEvent {
+        event_id: r.get(0).map_err(get_err)?,
+        occurred_at_ms: r.get(2).map_err(get_err)?,
+        viewer: Pseudonym::from_bytes(viewer),
+        content_id: r.get(4).map_err(get_err)?,
+        device: device
+            .parse::<Device>()
+            .map_err(|_| StoreError::Corrupt(format!("device {device}")))?,
+        country: Country::parse(&country)
+            .map_err(|_| StoreError::Corrupt(format!("country {country}")))?,
+        watch_seconds: opt(7)?.unwrap_or(0),
+        bitrate_kbps: opt(8)?,
+        buffering_ms: opt(9)?,
+        completed: r.get::<_, i64>(10).map_err(get_err)? != 0,
+        origin: r.get(11).map_err(get_err)?,
+    })
+}
+
+fn mark_changed(tx: &rusqlite::Transaction<'_>, hours: &[i64]) -> StoreResult<()> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO silver_changes(hour, counter) VALUES (?1, 1)
+             ON CONFLICT(hour) DO UPDATE SET counter = counter + 1",
+        )
+        .map_err(sql_err)?;
+    for h in hours {
+        stmt.execute([h]).map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl SilverStore for SqliteStore {
+    async fn put_new(&self, events: &[SilverEvent]) -> StoreResult<Vec<PutOutcome>> {
+        let events = events.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(sql_err)?;
+            let mut out = Vec::with_capacity(events.len());
+            let mut hours = Vec::new();
+            {
+                let mut insert = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO silver_events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                         ON CONFLICT(event_id) DO NOTHING"
+                    ))
+                    .map_err(sql_err)?;
+                let mut origin_of = tx
+                    .prepare_cached("SELECT origin FROM silver_events WHERE event_id = ?1")
+                    .map_err(sql_err)?;
+                for e in &events {
+                    let n = insert
+                        .execute(params![
+                            e.event_id,
+                            e.hour(),
+                            e.occurred_at_ms,
+                            &e.viewer.as_bytes()[..],
+                            e.content_id,
+                            e.device.as_str(),
+                            e.country.as_str(),
+                            e.watch_seconds,
+                            e.bitrate_kbps,
+                            e.buffering_ms,
+                            e.completed,
+                            e.origin,
+                        ])
+                        .map_err(sql_err)?;
+                    if n == 1 {
+                        out.push(PutOutcome::Inserted);
+                        hours.push(e.hour());
+                        continue;
+                    }
+                    let origin: String = origin_of
+                        .query_row([&e.event_id], |r| r.get(0))
+                        .map_err(sql_err)?;
+                    out.push(if !e.origin.is_empty() && origin == e.origin {
+                        PutOutcome::AlreadyStored
+                    } else {
+                        PutOutcome::Duplicate
+                    });
+                }
+            }
+            hours.sort_unstable();
+            hours.dedup();
+            mark_changed(&tx, &hours)?;
+            tx.commit().map_err(sql_err)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn hour_events(&self, hour: i64) -> StoreResult<Vec<SilverEvent>> {
+        self.with(move |c| {
+            query_events(
+                c,
+                "SELECT * FROM silver_events WHERE hour = ?1 ORDER BY event_id",
+                [hour],
+            )
+        })
+        .await
+    }
+
+    async fn viewer_events(&self, viewer: &Pseudonym) -> StoreResult<Vec<(String, i64)>> {
+        let viewer = viewer.as_bytes().to_vec();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT event_id, hour FROM silver_events WHERE viewer = ?1")
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([viewer], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn delete(&self, event_ids: &[String]) -> StoreResult<u64> {
+        let ids = event_ids.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(sql_err)?;
+            let mut hours = Vec::new();
+            {
+                let mut del = tx
+                    .prepare_cached("DELETE FROM silver_events WHERE event_id = ?1 RETURNING hour")
+                    .map_err(sql_err)?;
+                for id in &ids {
+                    if let Some(h) = del
+                        .query_row([id], |r| r.get::<_, i64>(0))
+                        .optional()
+                        .map_err(sql_err)?
+                    {
+                        hours.push(h);
+                    }
+                }
+            }
+            let deleted = hours.len() as u64;
+            hours.sort_unstable();
+            hours.dedup();
+            mark_changed(&tx, &hours)?;
+            tx.commit().map_err(sql_err)?;
+            Ok(deleted)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for SqliteStore {
+    async fn pending(&self) -> StoreResult<Vec<(i64, u64)>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT hour, counter FROM silver_changes ORDER BY hour")
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(sql_err)?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (h, n) = r.map_err(sql_err)?;
+                out.push((h, uint(n)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn ack(&self, hour: i64, seen: u64) -> StoreResult<()> {
+        let seen = int(seen)?;
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM silver_changes WHERE hour = ?1 AND counter = ?2",
+                params![hour, seen],
+            )
+            .map_err(sql_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn day_key(d: NaiveDate) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
+#[async_trait]
+impl GoldStore for SqliteStore {
+    async fn manifest(&self, day: NaiveDate) -> StoreResult<Option<DayManifest>> {
+        self.with(move |c| {
+            let body: Option<String> = c
+                .query_row(
+                    "SELECT body FROM gold_manifests WHERE day = ?1",
+                    [day_key(day)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql_err)?;
+            body.map(|b| serde_json::from_str(&b).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn put_cells(
+        &self,
+        day: NaiveDate,
+        level: Level,
+        generation: u64,
+        cells: &[(Dims, Cell)],
+    ) -> StoreResult<()> {
+        let cells = cells.to_vec();
+        let generation = int(generation)?;
+        self.with(move |c| {
+            let tx = c.transaction().map_err(sql_err)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO gold_cells (day, level, generation, cuboid, country, device, genre, content_id,
+                         plays, watch_seconds, completed, buffering_ms, bitrate_sum, bitrate_count, viewers)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                    )
+                    .map_err(sql_err)?;
+                let day = day_key(day);
+                let mut sketch = Vec::new();
+                for (dims, cell) in &cells {
+                    let m = &cell.measures;
+                    sketch.clear();
+                    cell.viewers.encode_into(&mut sketch);
+                    stmt.execute(params![
+                        day,
+                        level_code(level),
+                        generation,
+                        dims.as_ref().cuboid().bits(),
+                        dims.country.as_ref().map_or("", Country::as_str),
+                        dims.device.map_or("", Device::as_str),
+                        dims.genre.as_deref().unwrap_or(""),
+                        dims.content_id.as_deref().unwrap_or(""),
+                        int(m.plays)?,
+                        int(m.watch_seconds)?,
+                        int(m.completed)?,
+                        int(m.buffering_ms)?,
+                        int(m.bitrate_sum)?,
+                        int(m.bitrate_count)?,
+                        &sketch,
+                    ])
+                    .map_err(sql_err)?;
+                }
+            }
+            tx.commit().map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn publish(&self, manifest: &DayManifest, expected_version: u64) -> StoreResult<()> {
+        let day = manifest
+            .day
+            .ok_or_else(|| StoreError::Corrupt("a manifest without a day".into()))?;
+        let body =
+            serde_json::to_string(manifest).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let version = int(manifest.version)?;
+        let expected = int(expected_version)?;
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            let current: i64 = tx
+                .query_row(
+                    "SELECT version FROM gold_manifests WHERE day = ?1",
+                    [day_key(day)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql_err)?
+                .unwrap_or(0);
+            if current != expected {
+                return Err(StoreError::Conflict);
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO gold_manifests (day, version, body) VALUES (?1, ?2, ?3)",
+                params![day_key(day), version, body],
+            )
+            .map_err(sql_err)?;
+            tx.commit().map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn cells(
+        &self,
+        day: NaiveDate,
+        level: Level,
+        generation: u64,
+        cuboid: Option<Cuboid>,
+    ) -> StoreResult<Vec<(Dims, Cell)>> {
+        let generation = int(generation)?;
+        self.with(move |c| {
+            let mut sql = String::from(
+                "SELECT country, device, genre, content_id, plays, watch_seconds, completed, buffering_ms,
+                 bitrate_sum, bitrate_count, viewers FROM gold_cells
+                 WHERE day = ?1 AND level = ?2 AND generation = ?3",
+            );
+            let cuboid_bits = cuboid.map_or(-1, |c| i64::from(c.bits()));
+            sql.push_str(if cuboid.is_some() { " AND cuboid = ?4" } else { " AND ?4 = ?4" });
+            let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
+            let mut rows = stmt
+                .query(params![day_key(day), level_code(level), generation, cuboid_bits])
+                .map_err(sql_err)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(sql_err)? {
+                out.push(cell_of(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn stale_generations(
+        &self,
+        day: NaiveDate,
+        keep: &[(Level, u64)],
+    ) -> StoreResult<Vec<(Level, u64)>> {
+        let keep = keep.to_vec();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT DISTINCT level, generation FROM gold_cells WHERE day = ?1")
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([day_key(day)], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(sql_err)?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (l, g) = r.map_err(sql_err)?;
+                let found = (level_of(l)?, uint(g)?);
+                if !keep.contains(&found) {
+                    out.push(found);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_cells(&self, day: NaiveDate, level: Level, generation: u64) -> StoreResult<()> {
+        let generation = int(generation)?;
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM gold_cells WHERE day = ?1 AND level = ?2 AND generation = ?3",
+                params![day_key(day), level_code(level), generation],
+            )
+            .map_err(sql_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn cell_of(r: &rusqlite::Row<'_>) -> StoreResult<(Dims, Cell)> {
+    let get_err = |e: rusqlite::Error| StoreError::Corrupt(e.to_string());
+    let text = |i: usize| -> StoreResult<Option<String>> {
+        let s: String = r.get(i).map_err(get_err)?;
+        Ok((!s.is_empty()).then_some(s))
+    };
+    let n = |i: usize| -> StoreResult<u64> { uint(r.get(i).map_err(get_err)?) };
+    let country = text(0)?
+        .map(|c| Country::parse(&c).map_err(|_| StoreError::Corrupt(format!("country {c}"))))
+        .transpose()?;
+    let device = text(1)?
+        .map(|d| {
+            d.parse::<Device>()
+                .map_err(|_| StoreError::Corrupt(format!("device {d}")))
+        })
+        .transpose()?;
+    let sketch: Vec<u8> = r.get(10).map_err(get_err)?;
+    Ok((
+        Dims {
+            country,
+            device,
+            genre: text(2)?,
+            content_id: text(3)?,
+        },
+        Cell {
+            measures: Measures {
+                plays: n(4)?,
+                watch_seconds: n(5)?,
+                completed: n(6)?,
+                buffering_ms: n(7)?,
+                bitrate_sum: n(8)?,
+                bitrate_count: n(9)?,
+            },
+            viewers: ViewerSketch::from_bytes(&sketch)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        },
+    ))
+}
+
+#[async_trait]
+impl CatalogStore for SqliteStore {
+    async fn put_entries(&self, entries: &[CatalogEntry]) -> StoreResult<()> {
+        let entries = entries.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(sql_err)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO catalog (content_id, title, genre, release_year, duration_seconds)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .map_err(sql_err)?;
+                for e in &entries {
+                    stmt.execute(params![e.content_id, e.title, e.genre, e.release_year, e.duration_seconds])
+                        .map_err(sql_err)?;
+                }
+            }
+            tx.commit().map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn load(&self) -> StoreResult<Catalog> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT content_id, title, genre, release_year, duration_seconds FROM catalog",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(CatalogEntry {
+                        content_id: r.get(0)?,
+                        title: r.get(1)?,
+                        genre: r.get(2)?,
+                        release_year: r.get(3)?,
+                        duration_seconds: r.get(4)?,
+                    })
+                })
+                .map_err(sql_err)?;
+            rows.collect::<Result<Catalog, _>>().map_err(sql_err)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl LedgerStore for SqliteStore {
+    async fn processed(&self, key: &str, version: &str) -> StoreResult<Option<FileReport>> {
+        let (key, version) = (key.to_owned(), version.to_owned());
+        self.with(move |c| {
+            let report: Option<String> = c
+                .query_row(
+                    "SELECT report FROM processed_objects WHERE key = ?1 AND version = ?2",
+                    [key, version],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql_err)?;
+            report
+                .map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn mark_processed(
+        &self,
+        key: &str,
+        version: &str,
+        report: &FileReport,
+    ) -> StoreResult<()> {
+        let (key, version) = (key.to_owned(), version.to_owned());
+        let report =
+            serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO processed_objects (key, version, report, processed_at) VALUES (?1, ?2, ?3, ?4)",
+                params![key, version, report, chrono::Utc::now().to_rfc3339()],
+            )
+            .map_err(sql_err)?;
+            Ok(())
+        })
+        .await
+    }
+}

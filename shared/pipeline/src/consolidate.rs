@@ -1,0 +1,253 @@
+//! Consolidation: recompute the hour partitions that changed, merge the day, publish it.
+//!
+//! Every touched hour's cube is a pure function of that hour's silver events (plus the catalog),
+//! so recomputing it any number of times gives the same cells: replays are harmless. The day is
+//! the merge of its 24 hour cubes, the touched ones fresh and the others read back from gold. Both
+//! are written under a new generation, then the day's manifest is flipped with a conditional
+//! write; readers follow the manifest, so they see the old generation or the new one, never a mix.
+//! A writer that loses the flip to a concurrent one starts over from the new manifest, which
+//! makes two racing consolidations end in one generation that includes every event.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use streamcube_model::catalog::Catalog;
+use streamcube_model::cube::{Cube, DimsRef, Fact};
+use streamcube_model::event::SilverEvent;
+use streamcube_model::query::{day_of_hour, first_hour};
+
+use crate::ports::{DayManifest, Level, StoreError};
+use crate::{Pipeline, PipelineError};
+
+/// How often a day is retried after losing the manifest flip to a concurrent writer.
+const MAX_CONFLICT_RETRIES: u32 = 8;
+
+/// The outcome for one day.
+#[derive(Clone, Debug, Serialize)]
+pub struct DayOutcome {
+    pub day: NaiveDate,
+    /// The hours of the day that were recomputed.
+    pub hours: Vec<u8>,
+    /// The published generation, or why the day failed (its hours stay pending).
+    pub result: Result<DaySummary, String>,
+    /// Whether the failure is worth retrying.
+    #[serde(skip)]
+    pub transient: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DaySummary {
+    pub generation: u64,
+    pub version: u64,
+    pub events: u64,
+    pub day_cells: u64,
+    pub hour_cells: u64,
+}
+
+/// Groups hour partitions (hours since the epoch) by day.
+pub fn hours_by_day(hours: impl IntoIterator<Item = i64>) -> BTreeMap<NaiveDate, BTreeSet<u8>> {
+    let mut days: BTreeMap<NaiveDate, BTreeSet<u8>> = BTreeMap::new();
+    for h in hours {
+        let day = day_of_hour(h);
+        // h - first_hour(day) is in 0..24 by construction.
+        let of_day = u8::try_from(h - first_hour(day)).unwrap_or(0);
+        days.entry(day).or_default().insert(of_day);
+    }
+    days
+}
+
+/// Builds the cube of a set of events.
+pub fn build_cube(pipeline: &Pipeline, catalog: &Catalog, events: &[SilverEvent]) -> Cube {
+    let mut cube = Cube::new(&pipeline.config.cuboids);
+    for e in events {
+        let f = Fact {
+            country: e.country,
+            device: e.device,
+            genre: cube.genre_id(catalog.genre_of(&e.content_id)),
+            content: cube.content_id(&e.content_id),
+            viewer: e.viewer.sketch_hash(),
+            watch_seconds: e.watch_seconds,
+            bitrate_kbps: e.bitrate_kbps,
+            buffering_ms: e.buffering_ms,
+            completed: e.completed,
+        };
+        cube.add(&f);
+    }
+    cube
+}
+
+/// Unreferenced generations older than this are leftovers of crashed writers.
+const ORPHAN_AGE_SECS: u64 = 3600;
+
+/// A new generation id: the creation time in seconds in the high bits and 20 random bits, so ids
+/// never collide between writers, stay below 2^53 (exact in JSON and DynamoDB numbers) and tell
+/// their age.
+fn new_generation() -> u64 {
+    let secs = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    (secs << 20) | (rand::random::<u64>() & 0xf_ffff) | 1
+}
+
+fn generation_age_secs(generation: u64) -> u64 {
+    let secs = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    secs.saturating_sub(generation >> 20)
+}
+
+impl Pipeline {
+    /// Consolidates the given hour partitions. Days are independent: one failing day does not
+    /// stop the others, and its outcome says why.
+    #[tracing::instrument(skip_all, fields(hours = hours.len()))]
+    pub async fn consolidate_hours(&self, hours: &[i64]) -> Result<Vec<DayOutcome>, PipelineError> {
+        let catalog = self.stores.catalog.load().await?;
+        let mut out = Vec::new();
+        for (day, touched) in hours_by_day(hours.iter().copied()) {
+            let result = self.consolidate_day(&catalog, day, &touched).await;
+            if let Err(e) = &result {
+                tracing::warn!(%day, error = %e, "day consolidation failed");
+            }
+            let transient = result
+                .as_ref()
+                .err()
+                .is_some_and(PipelineError::is_transient);
+            out.push(DayOutcome {
+                day,
+                hours: touched.into_iter().collect(),
+                result: result.map_err(|e| e.to_string()),
+                transient,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Recomputes `touched` hours of `day` and publishes a new generation of the day.
+    pub async fn consolidate_day(
+        &self,
+        catalog: &Catalog,
+        day: NaiveDate,
+        touched: &BTreeSet<u8>,
+    ) -> Result<DaySummary, PipelineError> {
+        let gold = &self.stores.gold;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = gold.manifest(day).await?;
+            let spec = self.config.cuboids.spec();
+            // A manifest built with other cuboids cannot be merged with: recompute the whole day.
+            let all_hours: BTreeSet<u8> = (0..24).collect();
+            let touched = match &current {
+                Some(m) if m.cuboids != spec => &all_hours,
+                _ => touched,
+            };
+            let generation = new_generation();
+            let expected_version = current.as_ref().map_or(0, |m| m.version);
+            let mut hours = current
+                .as_ref()
+                .map(|m| m.hours.clone())
+                .unwrap_or_default();
+            let mut day_cube = Cube::new(&self.config.cuboids);
+            let mut hour_cells = 0;
+            for h in 0..24u8 {
+                if touched.contains(&h) {
+                    let events = self
+                        .stores
+                        .silver
+                        .hour_events(first_hour(day) + i64::from(h))
+                        .await?;
+                    if events.is_empty() {
+                        hours.remove(&h);
+                        continue;
+                    }
+                    let cube = build_cube(self, catalog, &events);
+                    let cells = cube.into_cells();
+                    hour_cells += cells.len() as u64;
+                    gold.put_cells(day, Level::Hour(h), generation, &cells)
+                        .await?;
+                    for (dims, cell) in &cells {
+                        day_cube.merge_cell(dims.as_ref(), cell);
+                    }
+                    hours.insert(h, generation);
+                } else if let Some(g) = hours.get(&h) {
+                    for (dims, cell) in gold.cells(day, Level::Hour(h), *g, None).await? {
+                        day_cube.merge_cell(dims.as_ref(), &cell);
+                    }
+                }
+            }
+            let events = day_cube
+                .get(DimsRef::default())
+                .map_or(0, |c| c.measures.plays);
+            let day_cells = day_cube.into_cells();
+            gold.put_cells(day, Level::Day, generation, &day_cells)
+                .await?;
+            let manifest = DayManifest {
+                day: Some(day),
+                version: expected_version + 1,
+                day_generation: generation,
+                hours,
+                events,
+                cuboids: spec,
+                published_at: chrono::Utc::now().to_rfc3339(),
+            };
+            match gold.publish(&manifest, expected_version).await {
+                Ok(()) => {
+                    // What the flip replaced is garbage now; readers still on it notice the
+                    // manifest moved and read again.
+                    let keep = manifest.referenced();
+                    let replaced: Vec<_> = current
+                        .iter()
+                        .flat_map(DayManifest::referenced)
+                        .filter(|r| !keep.contains(r))
+                        .collect();
+                    self.delete_generations(day, &replaced).await;
+                    self.sweep_orphans(day, &keep).await;
+                    tracing::info!(%day, generation, events, "day published");
+                    return Ok(DaySummary {
+                        generation,
+                        version: manifest.version,
+                        events,
+                        day_cells: day_cells.len() as u64,
+                        hour_cells,
+                    });
+                }
+                Err(StoreError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
+                    tracing::info!(%day, attempt, "lost the publish race; starting over");
+                    let ours: Vec<_> = manifest
+                        .referenced()
+                        .into_iter()
+                        .filter(|(_, g)| *g == generation)
+                        .collect();
+                    self.delete_generations(day, &ours).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Deletes cells of the given generations. A failure only leaves garbage, which the orphan
+    /// sweep of a later consolidation removes.
+    async fn delete_generations(&self, day: NaiveDate, which: &[(Level, u64)]) {
+        for (level, generation) in which {
+            if let Err(e) = self
+                .stores
+                .gold
+                .delete_cells(day, *level, *generation)
+                .await
+            {
+                tracing::warn!(%day, error = %e, "deleting a replaced generation failed");
+            }
+        }
+    }
+
+    /// Deletes unreferenced generations old enough that no writer can still be working on them.
+    async fn sweep_orphans(&self, day: NaiveDate, keep: &[(Level, u64)]) {
+        match self.stores.gold.stale_generations(day, keep).await {
+            Ok(stale) => {
+                let old: Vec<_> = stale
+                    .into_iter()
+                    .filter(|(_, g)| generation_age_secs(*g) > ORPHAN_AGE_SECS)
+                    .collect();
+                self.delete_generations(day, &old).await;
+            }
+            Err(e) => tracing::warn!(%day, error = %e, "listing stale generations failed"),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The pipeline's errors. Front ends map them to their protocol in one place ([`crate::http`]).
+
+use streamcube_model::query::QueryError;
+
+use crate::ports::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("object storage failed")]
+    Objects(#[from] object_store::Error),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// Events for countries this deployment does not serve (data residency).
+    #[error("this deployment does not serve events from {}", .0.join(", "))]
+    CountryNotServed(Vec<String>),
+    /// The bytes of a bronze object cannot be read (a broken gzip stream, say). Retrying will not
+    /// help; the report says so.
+    #[error("the object `{key}` cannot be read: {source}")]
+    Unreadable {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the object `{0}` has no format we read (.csv, .jsonl, .ndjson, .json, optionally .gz)"
+    )]
+    UnknownFormat(String),
+    #[error("the catalog file is not usable: {0}")]
+    Catalog(#[from] streamcube_model::catalog::CatalogError),
+    #[error("a background task failed: {0}")]
+    Task(String),
+}
+
+impl PipelineError {
+    /// Whether a retry of the same work may succeed (throttling, contention, transient I/O).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PipelineError::Store(
+                StoreError::Throttled | StoreError::Conflict | StoreError::Backend(_),
+            ) => true,
+            PipelineError::Objects(_) | PipelineError::Task(_) => true,
+            _ => false,
+        }
+    }
+}

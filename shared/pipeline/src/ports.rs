@@ -1,0 +1,191 @@
+//! The storage the pipeline needs, as narrow traits named after what the domain does with it.
+//!
+//! Each backend implements every port: the embedded backend with SQLite, DynamoDB on AWS. Files
+//! (bronze objects, quarantine, reports, exports) go through [`object_store::ObjectStore`]
+//! directly: a local directory here, S3 on AWS.
+//!
+//! Adapters map their own failures into [`StoreError`]'s semantic variants; nothing above this
+//! layer sees an SDK or SQLite error type.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use streamcube_model::catalog::{Catalog, CatalogEntry};
+use streamcube_model::cube::{Cell, Cuboid, Dims};
+use streamcube_model::event::SilverEvent;
+use streamcube_model::pseudonym::Pseudonym;
+use streamcube_model::report::FileReport;
+
+/// What storage can go wrong with, in the pipeline's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store asks us to slow down; the caller may retry later.
+    #[error("the store is throttling requests")]
+    Throttled,
+    /// A conditional write lost: someone else changed the item first.
+    #[error("a concurrent write changed the item first")]
+    Conflict,
+    /// Stored data does not decode: a bug or tampering, never retried.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Anything else from the backend (connection, permissions, disk).
+    #[error("the store failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The outcome of writing one event to silver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PutOutcome {
+    /// The event was new and is now stored.
+    Inserted,
+    /// An event with this id was already stored by another input.
+    Duplicate,
+    /// An event with this id was already stored by this same input row (`origin`): an earlier,
+    /// interrupted attempt at the same work. Counts as accepted.
+    AlreadyStored,
+}
+
+/// Silver: validated, pseudonymized, deduplicated events, partitioned by event hour.
+#[async_trait]
+pub trait SilverStore: Send + Sync {
+    /// Stores the events whose id is new, first writer wins; one outcome per event, in order.
+    /// Within one call, a later event with the id of an earlier one is a duplicate.
+    async fn put_new(&self, events: &[SilverEvent]) -> StoreResult<Vec<PutOutcome>>;
+
+    /// Every event of an hour partition (hours since the Unix epoch).
+    async fn hour_events(&self, hour: i64) -> StoreResult<Vec<SilverEvent>>;
+
+    /// The ids and hours of a viewer's events, found through an index on the pseudonym.
+    async fn viewer_events(&self, viewer: &Pseudonym) -> StoreResult<Vec<(String, i64)>>;
+
+    /// Deletes events by id; returns how many existed.
+    async fn delete(&self, event_ids: &[String]) -> StoreResult<u64>;
+}
+
+/// The level of a set of gold cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// One hour of the day, 0..24.
+    Hour(u8),
+    /// The whole day.
+    Day,
+}
+
+/// Which generation of cells a day's readers see. Flipping it is the atomic publish.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayManifest {
+    pub day: Option<NaiveDate>,
+    /// Incremented by every publish; the conditional write compares it.
+    pub version: u64,
+    /// The generation of the day-level cells.
+    pub day_generation: u64,
+    /// The generation of each hour that has data.
+    pub hours: BTreeMap<u8, u64>,
+    /// Events counted in the day.
+    pub events: u64,
+    /// The cuboid spec the cells were built with.
+    pub cuboids: String,
+    /// When it was published (RFC 3339).
+    pub published_at: String,
+}
+
+impl DayManifest {
+    /// Every (level, generation) the manifest references.
+    pub fn referenced(&self) -> Vec<(Level, u64)> {
+        let mut v: Vec<_> = self
+            .hours
+            .iter()
+            .map(|(h, g)| (Level::Hour(*h), *g))
+            .collect();
+        v.push((Level::Day, self.day_generation));
+        v
+    }
+}
+
+/// Gold: the cube's cells by day, level and generation, and each day's manifest.
+#[async_trait]
+pub trait GoldStore: Send + Sync {
+    /// The day's current manifest, `None` if it was never published.
+    async fn manifest(&self, day: NaiveDate) -> StoreResult<Option<DayManifest>>;
+
+    /// Writes cells of one level of a day under a generation. Writing the same cells again is
+    /// harmless. Generations are never shared between writers.
+    async fn put_cells(
+        &self,
+        day: NaiveDate,
+        level: Level,
+        generation: u64,
+        cells: &[(Dims, Cell)],
+    ) -> StoreResult<()>;
+
+    /// Replaces the manifest if its current version is `expected_version` (0: absent).
+    /// [`StoreError::Conflict`] otherwise.
+    async fn publish(&self, manifest: &DayManifest, expected_version: u64) -> StoreResult<()>;
+
+    /// Cells of one level and generation of a day, only those of `cuboid` if given.
+    async fn cells(
+        &self,
+        day: NaiveDate,
+        level: Level,
+        generation: u64,
+        cuboid: Option<Cuboid>,
+    ) -> StoreResult<Vec<(Dims, Cell)>>;
+
+    /// The generations stored for a day that `keep` does not list (unpublished or replaced).
+    async fn stale_generations(
+        &self,
+        day: NaiveDate,
+        keep: &[(Level, u64)],
+    ) -> StoreResult<Vec<(Level, u64)>>;
+
+    /// Deletes the cells of one level and generation of a day.
+    async fn delete_cells(&self, day: NaiveDate, level: Level, generation: u64) -> StoreResult<()>;
+}
+
+/// Reference data.
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    /// Inserts or replaces entries.
+    async fn put_entries(&self, entries: &[CatalogEntry]) -> StoreResult<()>;
+
+    /// The whole catalog.
+    async fn load(&self) -> StoreResult<Catalog>;
+}
+
+/// Bookkeeping that makes redelivered work harmless.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// The final report of an object version already processed.
+    async fn processed(&self, key: &str, version: &str) -> StoreResult<Option<FileReport>>;
+
+    /// Records an object version as processed with its report (and drops its checkpoint).
+    async fn mark_processed(
+        &self,
+        key: &str,
+        version: &str,
+        report: &FileReport,
+    ) -> StoreResult<()>;
+}
+
+/// Silver's change feed on the embedded backend: which hour partitions changed since they were
+/// last consolidated. (On AWS the DynamoDB stream plays this part.)
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
+    /// The changed hours with a change counter each.
+    async fn pending(&self) -> StoreResult<Vec<(i64, u64)>>;
+
+    /// Clears an hour if its counter is still `seen` (no change arrived meanwhile).
+    async fn ack(&self, hour: i64, seen: u64) -> StoreResult<()>;
+}
