@@ -38,9 +38,12 @@ CREATE TABLE IF NOT EXISTS silver_events (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS silver_by_hour ON silver_events(hour);
 CREATE INDEX IF NOT EXISTS silver_by_viewer ON silver_events(viewer);
+-- One row per hour ever changed; counters only grow, so a late acknowledgement of an old
+-- counter can never clear a newer change. Pending: counter > acked.
 CREATE TABLE IF NOT EXISTS silver_changes (
     hour    INTEGER PRIMARY KEY,
-    counter INTEGER NOT NULL
+    counter INTEGER NOT NULL,
+    acked   INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS gold_manifests (
     day     TEXT PRIMARY KEY,
@@ -218,7 +221,7 @@ fn event_of(r: &rusqlite::Row<'_>) -> StoreResult<SilverEvent> {
 fn mark_changed(tx: &rusqlite::Transaction<'_>, hours: &[i64]) -> StoreResult<()> {
     let mut stmt = tx
         .prepare_cached(
-            "INSERT INTO silver_changes(hour, counter) VALUES (?1, 1)
+            "INSERT INTO silver_changes(hour, counter, acked) VALUES (?1, 1, 0)
              ON CONFLICT(hour) DO UPDATE SET counter = counter + 1",
         )
         .map_err(sql_err)?;
@@ -236,6 +239,8 @@ impl SilverStore for SqliteStore {
             let tx = c.transaction().map_err(sql_err)?;
             let mut out = Vec::with_capacity(events.len());
             let mut hours = Vec::new();
+            // Ids this call inserted: a repeat of one within the call is a duplicate.
+            let mut inserted = std::collections::HashSet::new();
             {
                 let mut insert = tx
                     .prepare_cached(&format!(
@@ -266,6 +271,11 @@ impl SilverStore for SqliteStore {
                     if n == 1 {
                         out.push(PutOutcome::Inserted);
                         hours.push(e.hour());
+                        inserted.insert(e.event_id.as_str());
+                        continue;
+                    }
+                    if inserted.contains(e.event_id.as_str()) {
+                        out.push(PutOutcome::Duplicate);
                         continue;
                     }
                     let origin: String = origin_of
@@ -347,7 +357,9 @@ impl ChangeFeed for SqliteStore {
     async fn pending(&self) -> StoreResult<Vec<(i64, u64)>> {
         self.with(|c| {
             let mut stmt = c
-                .prepare_cached("SELECT hour, counter FROM silver_changes ORDER BY hour")
+                .prepare_cached(
+                    "SELECT hour, counter FROM silver_changes WHERE counter > acked ORDER BY hour",
+                )
                 .map_err(sql_err)?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
@@ -366,7 +378,7 @@ impl ChangeFeed for SqliteStore {
         let seen = int(seen)?;
         self.with(move |c| {
             c.execute(
-                "DELETE FROM silver_changes WHERE hour = ?1 AND counter = ?2",
+                "UPDATE silver_changes SET acked = max(acked, ?2) WHERE hour = ?1",
                 params![hour, seen],
             )
             .map_err(sql_err)?;

@@ -36,12 +36,12 @@ pub enum PipelineError {
 impl PipelineError {
     /// Whether a retry of the same work may succeed (throttling, contention, transient I/O).
     pub fn is_transient(&self) -> bool {
-        match self {
+        matches!(
+            self,
             PipelineError::Store(
-                StoreError::Throttled | StoreError::Conflict | StoreError::Backend(_),
-            ) => true,
-            PipelineError::Objects(_) | PipelineError::Task(_) => true,
-            _ => false,
-        }
+                StoreError::Throttled | StoreError::Conflict | StoreError::Backend(_)
+            ) | PipelineError::Objects(_)
+                | PipelineError::Task(_)
+        )
     }
 }
