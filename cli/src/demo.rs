@@ -59,7 +59,7 @@ pub async fn demo(
         start,
         viewers: u32::try_from((args.events / 5).clamp(100, 200_000)).unwrap_or(200_000),
         titles: 2_000,
-        bad_rows: 12,
+        bad_rows: 21,
         ..GenConfig::default()
     };
     let input = backend.dir().join("demo-input");
