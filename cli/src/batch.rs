@@ -50,8 +50,10 @@ pub fn cube(settings: &Settings, args: &CubeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.catalog.display()))?;
     let catalog: Catalog = entries.into_iter().collect();
     let key = settings.key(None)?;
-    let mut collector = Collector::new(&catalog, Validator::now(), Pseudonymizer::new(&key));
+    let mut collector = Collector::new(&catalog, Validator::now(), Pseudonymizer::new(&key))
+        .with_workers(args.threads);
     let to_stdout = args.out.as_os_str() == "-";
+    let started = std::time::Instant::now();
 
     for path in &args.events {
         let name = path.display().to_string();
@@ -68,6 +70,7 @@ pub fn cube(settings: &Settings, args: &CubeArgs) -> anyhow::Result<()> {
     }
     let report = collector.report().clone();
     let days = collector.days().count() as u64;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "inputs read");
 
     let pb = counter(days, "building the cube");
     let stats = if to_stdout {
@@ -85,6 +88,7 @@ pub fn cube(settings: &Settings, args: &CubeArgs) -> anyhow::Result<()> {
         stats
     };
     pb.finish_and_clear();
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "cube written");
 
     if let Some(path) = &args.report {
         let mut json = serde_json::to_value(&report)?;

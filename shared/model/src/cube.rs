@@ -411,7 +411,9 @@ pub struct Cube {
     masks: Vec<u64>,
     genres: Interner,
     contents: Interner,
-    cells: FxHashMap<u64, Cell>,
+    /// Key to position in `cells`: a small index keeps hash probes within few cache lines.
+    index: FxHashMap<u64, u32>,
+    cells: Vec<(u64, Cell)>,
 }
 
 impl Cube {
@@ -421,8 +423,30 @@ impl Cube {
             cuboids: cuboids.clone(),
             genres: Interner::default(),
             contents: Interner::default(),
-            cells: FxHashMap::default(),
+            index: FxHashMap::default(),
+            cells: Vec::new(),
         }
+    }
+
+    #[inline]
+    fn cell_mut(&mut self, key: u64) -> &mut Cell {
+        let next = self.cells.len();
+        let i = *self.index.entry(key).or_insert_with(|| {
+            // Fewer than 2^32 cells: each comes from at least one event of one bucket.
+            u32::try_from(next).unwrap_or(u32::MAX)
+        }) as usize;
+        if i == next {
+            self.cells.push((key, Cell::default()));
+        }
+        &mut self.cells[i].1
+    }
+
+    /// A cube with room for about `cells` cells.
+    pub fn with_capacity(cuboids: &CuboidSet, cells: usize) -> Cube {
+        let mut cube = Cube::new(cuboids);
+        cube.index.reserve(cells);
+        cube.cells.reserve(cells);
+        cube
     }
 
     pub fn cuboids(&self) -> &CuboidSet {
@@ -451,8 +475,8 @@ impl Cube {
     #[inline]
     pub fn add(&mut self, f: &Fact) {
         let key = Self::full_key(Some(f.country), Some(f.device), f.genre, f.content);
-        for m in &self.masks {
-            let cell = self.cells.entry(key & m).or_default();
+        for i in 0..self.masks.len() {
+            let cell = self.cell_mut(key & self.masks[i]);
             cell.measures.add(f);
             cell.viewers.insert(f.viewer);
         }
@@ -464,7 +488,7 @@ impl Cube {
         let genre = dims.genre.map_or(0, |g| self.genre_id(g));
         let content = dims.content_id.map_or(0, |c| self.content_id(c));
         let key = Self::full_key(dims.country, dims.device, genre, content);
-        self.cells.entry(key).or_default().merge(cell);
+        self.cell_mut(key).merge(cell);
     }
 
     /// Merges another cube into this one.
@@ -500,11 +524,20 @@ impl Cube {
         self.cells.iter().map(|(k, c)| (self.dims_of(*k), c))
     }
 
-    /// Every cell, ordered by cuboid and then by coordinates: a stable order for files and tests.
+    /// Every cell, ordered by cuboid, then by coordinates in dictionary order (which follows the
+    /// input): the same input always gives the same order.
     pub fn sorted_cells(&self) -> Vec<(DimsRef<'_>, &Cell)> {
-        let mut v: Vec<_> = self.cells().collect();
-        v.sort_unstable_by(|a, b| (a.0.cuboid(), a.0).cmp(&(b.0.cuboid(), b.0)));
-        v
+        let mut order: Vec<(u8, u64, usize)> = self
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (self.dims_of(*k).cuboid().bits(), *k, i))
+            .collect();
+        order.sort_unstable();
+        order
+            .into_iter()
+            .map(|(_, k, i)| (self.dims_of(k), &self.cells[i].1))
+            .collect()
     }
 
     /// The cell at these coordinates.
@@ -517,8 +550,10 @@ impl Cube {
             Some(c) => *self.contents.ids.get(c)?,
             None => 0,
         };
-        self.cells
-            .get(&Self::full_key(dims.country, dims.device, genre, content))
+        let i = *self
+            .index
+            .get(&Self::full_key(dims.country, dims.device, genre, content))?;
+        self.cells.get(i as usize).map(|(_, c)| c)
     }
 
     /// Consumes the cube into owned cells.

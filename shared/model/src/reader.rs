@@ -122,16 +122,7 @@ enum CsvShape {
 impl<'r> EventReader<'r> {
     /// A reader over `source` in `format`.
     pub fn new<R: Read + Send + 'r>(source: R, format: Format) -> io::Result<Self> {
-        let mut buffered = BufReader::with_capacity(64 * 1024, source);
-        let gzip = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-        let src: Box<dyn BufRead + Send + 'r> = if gzip {
-            Box::new(BufReader::with_capacity(
-                64 * 1024,
-                flate2::bufread::MultiGzDecoder::new(buffered),
-            ))
-        } else {
-            Box::new(buffered)
-        };
+        let src = decompressed(source)?;
         let kind = match format {
             Format::Csv => Kind::Csv(Box::new(CsvState {
                 rdr: csv_core::Reader::new(),
@@ -201,6 +192,23 @@ impl<'r> EventReader<'r> {
         };
         Ok(Some(Row { line, raw, fields }))
     }
+}
+
+/// A buffered reader over `source`, decompressing gzip when the data starts with its magic
+/// number (whatever the name says).
+pub fn decompressed<'r, R: Read + Send + 'r>(
+    source: R,
+) -> io::Result<Box<dyn BufRead + Send + 'r>> {
+    let mut buffered = BufReader::with_capacity(64 * 1024, source);
+    let gzip = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gzip {
+        Box::new(BufReader::with_capacity(
+            64 * 1024,
+            flate2::bufread::MultiGzDecoder::new(buffered),
+        ))
+    } else {
+        Box::new(buffered)
+    })
 }
 
 fn trim_line_end(mut b: &[u8]) -> &[u8] {

@@ -171,8 +171,9 @@ pub struct ViewerSketch {
 
 #[derive(Clone)]
 enum Repr {
-    /// Exact set. Invariants: `hashes[..sorted]` is strictly increasing, no
-    /// tail hash (`hashes[sorted..]`) is in the prefix, and
+    /// Exact set. Invariants: `hashes[..sorted]` is strictly increasing (the
+    /// tail `hashes[sorted..]` may repeat prefix hashes until the next
+    /// normalization), and
     /// `hashes.len() <= SPARSE_MAX` between calls, so the set never holds
     /// more than `SPARSE_MAX` distinct hashes.
     Sparse { hashes: Vec<u64>, sorted: usize },
@@ -208,7 +209,12 @@ impl ViewerSketch {
             Repr::Dense(registers) => dense_insert(registers, hash),
             Repr::Sparse { hashes, sorted } => {
                 let sorted = *sorted;
-                if hashes[..sorted].binary_search(&hash).is_ok() {
+                // Checking the sorted prefix costs a cache miss per probe on mid-size sets;
+                // there a duplicate is cheaper to append and drop at the next normalization.
+                // Tiny sets (a cache line or two) and sets near the cap, where a duplicate
+                // would force frequent normalizations, are still checked.
+                let check = sorted <= TAIL_SCAN || sorted >= SPARSE_MAX / 2;
+                if check && hashes[..sorted].binary_search(&hash).is_ok() {
                     return;
                 }
                 let tail = &hashes[sorted..];
