@@ -96,7 +96,12 @@ impl Settings {
     pub fn embedded(&self) -> anyhow::Result<(Pipeline, EmbeddedBackend)> {
         let backend = EmbeddedBackend::open(&self.data_dir)?;
         let key = self.key(Some(&self.data_dir))?;
-        let pipeline = Pipeline::new(backend.stores(), self.config(&key)?);
+        let mut config = self.config(&key)?;
+        // SQLite writes each transaction's dirty pages to its log once: large transactions
+        // amortize that over many events (silver keys are random, so pages are spread out).
+        config.write_batch = streamcube_embedded::WRITE_BATCH;
+        config.write_concurrency = 2;
+        let pipeline = Pipeline::new(backend.stores(), config);
         Ok((pipeline, backend))
     }
 }

@@ -20,6 +20,10 @@ use streamcube_pipeline::ports::ChangeFeed;
 
 pub use sqlite::SqliteStore;
 
+/// Events per silver write when streaming files into this backend: SQLite writes the pages a
+/// transaction dirtied once per commit, so large transactions cost far less per event.
+pub const WRITE_BATCH: usize = 20_000;
+
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "streamcube.db";
 

@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 use streamcube_model::catalog::{Catalog, CatalogEntry};
-use streamcube_model::cube::{Cell, Cuboid, Dims, Measures};
+
+use streamcube_model::codec::{decode_cells, encode_cells};
+use streamcube_model::cube::{Cell, Cuboid, Dims};
 use streamcube_model::event::{Country, Device, SilverEvent};
 use streamcube_model::pseudonym::Pseudonym;
 use streamcube_model::report::FileReport;
-use streamcube_model::sketch::ViewerSketch;
 use streamcube_pipeline::ports::{
     CatalogStore, ChangeFeed, DayManifest, GoldStore, LedgerStore, Level, PutOutcome, SilverStore,
     StoreError, StoreResult,
@@ -50,24 +52,16 @@ CREATE TABLE IF NOT EXISTS gold_manifests (
     version INTEGER NOT NULL,
     body    TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS gold_cells (
-    day           TEXT NOT NULL,
-    level         INTEGER NOT NULL,
-    generation    INTEGER NOT NULL,
-    cuboid        INTEGER NOT NULL,
-    country       TEXT NOT NULL,
-    device        TEXT NOT NULL,
-    genre         TEXT NOT NULL,
-    content_id    TEXT NOT NULL,
-    plays         INTEGER NOT NULL,
-    watch_seconds INTEGER NOT NULL,
-    completed     INTEGER NOT NULL,
-    buffering_ms  INTEGER NOT NULL,
-    bitrate_sum   INTEGER NOT NULL,
-    bitrate_count INTEGER NOT NULL,
-    viewers       BLOB NOT NULL,
-    PRIMARY KEY (day, level, generation, cuboid, country, device, genre, content_id)
-) WITHOUT ROWID;
+-- One row per cuboid of a (day, level, generation): cells are always read a cuboid at a time,
+-- and one encoded block per cuboid costs one B-tree insert instead of one per cell.
+CREATE TABLE IF NOT EXISTS gold_blocks (
+    day        TEXT NOT NULL,
+    level      INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    cuboid     INTEGER NOT NULL,
+    cells      BLOB NOT NULL,
+    PRIMARY KEY (day, level, generation, cuboid)
+);
 CREATE TABLE IF NOT EXISTS catalog (
     content_id       TEXT PRIMARY KEY,
     title            TEXT NOT NULL,
@@ -128,6 +122,12 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Silver's keys arrive in random order: a page cache of 64 MiB (the default is 2 MiB)
+        // and memory-mapped reads keep batch inserts from re-reading and re-writing pages.
+        conn.pragma_update(None, "cache_size", -65_536)?;
+        conn.pragma_update(None, "mmap_size", 1_i64 << 30)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -417,42 +417,36 @@ impl GoldStore for SqliteStore {
         generation: u64,
         cells: &[(Dims, Cell)],
     ) -> StoreResult<()> {
-        let cells = cells.to_vec();
+        let mut by_cuboid: BTreeMap<u8, Vec<(Dims, Cell)>> = BTreeMap::new();
+        for (d, c) in cells {
+            by_cuboid
+                .entry(d.as_ref().cuboid().bits())
+                .or_default()
+                .push((d.clone(), c.clone()));
+        }
+        let blocks: Vec<(u8, Vec<u8>)> = by_cuboid
+            .into_iter()
+            .map(|(cuboid, cells)| (cuboid, encode_cells(&cells)))
+            .collect();
         let generation = int(generation)?;
         self.with(move |c| {
             let tx = c.transaction().map_err(sql_err)?;
+            let day = day_key(day);
+            tx.execute(
+                "DELETE FROM gold_blocks WHERE day = ?1 AND level = ?2 AND generation = ?3",
+                params![day, level_code(level), generation],
+            )
+            .map_err(sql_err)?;
             {
                 let mut stmt = tx
                     .prepare_cached(
-                        "INSERT OR REPLACE INTO gold_cells (day, level, generation, cuboid, country, device, genre, content_id,
-                         plays, watch_seconds, completed, buffering_ms, bitrate_sum, bitrate_count, viewers)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                        "INSERT INTO gold_blocks (day, level, generation, cuboid, cells)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
                     )
                     .map_err(sql_err)?;
-                let day = day_key(day);
-                let mut sketch = Vec::new();
-                for (dims, cell) in &cells {
-                    let m = &cell.measures;
-                    sketch.clear();
-                    cell.viewers.encode_into(&mut sketch);
-                    stmt.execute(params![
-                        day,
-                        level_code(level),
-                        generation,
-                        dims.as_ref().cuboid().bits(),
-                        dims.country.as_ref().map_or("", Country::as_str),
-                        dims.device.map_or("", Device::as_str),
-                        dims.genre.as_deref().unwrap_or(""),
-                        dims.content_id.as_deref().unwrap_or(""),
-                        int(m.plays)?,
-                        int(m.watch_seconds)?,
-                        int(m.completed)?,
-                        int(m.buffering_ms)?,
-                        int(m.bitrate_sum)?,
-                        int(m.bitrate_count)?,
-                        &sketch,
-                    ])
-                    .map_err(sql_err)?;
+                for (cuboid, block) in &blocks {
+                    stmt.execute(params![day, level_code(level), generation, cuboid, block])
+                        .map_err(sql_err)?;
                 }
             }
             tx.commit().map_err(sql_err)
@@ -502,25 +496,30 @@ impl GoldStore for SqliteStore {
         cuboid: Option<Cuboid>,
     ) -> StoreResult<Vec<(Dims, Cell)>> {
         let generation = int(generation)?;
-        self.with(move |c| {
-            let mut sql = String::from(
-                "SELECT country, device, genre, content_id, plays, watch_seconds, completed, buffering_ms,
-                 bitrate_sum, bitrate_count, viewers FROM gold_cells
-                 WHERE day = ?1 AND level = ?2 AND generation = ?3",
-            );
-            let cuboid_bits = cuboid.map_or(-1, |c| i64::from(c.bits()));
-            sql.push_str(if cuboid.is_some() { " AND cuboid = ?4" } else { " AND ?4 = ?4" });
-            let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
-            let mut rows = stmt
-                .query(params![day_key(day), level_code(level), generation, cuboid_bits])
-                .map_err(sql_err)?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next().map_err(sql_err)? {
-                out.push(cell_of(r)?);
-            }
-            Ok(out)
-        })
-        .await
+        let blocks: Vec<Vec<u8>> = self
+            .with(move |c| {
+                let cuboid_bits = cuboid.map_or(-1, |c| i64::from(c.bits()));
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT cells FROM gold_blocks
+                         WHERE day = ?1 AND level = ?2 AND generation = ?3 AND (?4 < 0 OR cuboid = ?4)
+                         ORDER BY cuboid",
+                    )
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(
+                        params![day_key(day), level_code(level), generation, cuboid_bits],
+                        |r| r.get(0),
+                    )
+                    .map_err(sql_err)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)
+            })
+            .await?;
+        let mut out = Vec::new();
+        for b in blocks {
+            out.extend(decode_cells(&b).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        Ok(out)
     }
 
     async fn stale_generations(
@@ -531,7 +530,7 @@ impl GoldStore for SqliteStore {
         let keep = keep.to_vec();
         self.with(move |c| {
             let mut stmt = c
-                .prepare_cached("SELECT DISTINCT level, generation FROM gold_cells WHERE day = ?1")
+                .prepare_cached("SELECT DISTINCT level, generation FROM gold_blocks WHERE day = ?1")
                 .map_err(sql_err)?;
             let rows = stmt
                 .query_map([day_key(day)], |r| {
@@ -555,7 +554,7 @@ impl GoldStore for SqliteStore {
         let generation = int(generation)?;
         self.with(move |c| {
             c.execute(
-                "DELETE FROM gold_cells WHERE day = ?1 AND level = ?2 AND generation = ?3",
+                "DELETE FROM gold_blocks WHERE day = ?1 AND level = ?2 AND generation = ?3",
                 params![day_key(day), level_code(level), generation],
             )
             .map_err(sql_err)?;
@@ -563,45 +562,6 @@ impl GoldStore for SqliteStore {
         })
         .await
     }
-}
-
-fn cell_of(r: &rusqlite::Row<'_>) -> StoreResult<(Dims, Cell)> {
-    let get_err = |e: rusqlite::Error| StoreError::Corrupt(e.to_string());
-    let text = |i: usize| -> StoreResult<Option<String>> {
-        let s: String = r.get(i).map_err(get_err)?;
-        Ok((!s.is_empty()).then_some(s))
-    };
-    let n = |i: usize| -> StoreResult<u64> { uint(r.get(i).map_err(get_err)?) };
-    let country = text(0)?
-        .map(|c| Country::parse(&c).map_err(|_| StoreError::Corrupt(format!("country {c}"))))
-        .transpose()?;
-    let device = text(1)?
-        .map(|d| {
-            d.parse::<Device>()
-                .map_err(|_| StoreError::Corrupt(format!("device {d}")))
-        })
-        .transpose()?;
-    let sketch: Vec<u8> = r.get(10).map_err(get_err)?;
-    Ok((
-        Dims {
-            country,
-            device,
-            genre: text(2)?,
-            content_id: text(3)?,
-        },
-        Cell {
-            measures: Measures {
-                plays: n(4)?,
-                watch_seconds: n(5)?,
-                completed: n(6)?,
-                buffering_ms: n(7)?,
-                bitrate_sum: n(8)?,
-                bitrate_count: n(9)?,
-            },
-            viewers: ViewerSketch::from_bytes(&sketch)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        },
-    ))
 }
 
 #[async_trait]

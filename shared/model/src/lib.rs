@@ -15,6 +15,7 @@
 
 pub mod batch;
 pub mod catalog;
+pub mod codec;
 pub mod cube;
 pub mod event;
 pub mod pseudonym;

@@ -98,10 +98,23 @@ impl Pipeline {
     /// stop the others, and its outcome says why.
     #[tracing::instrument(skip_all, fields(hours = hours.len()))]
     pub async fn consolidate_hours(&self, hours: &[i64]) -> Result<Vec<DayOutcome>, PipelineError> {
-        let catalog = self.stores.catalog.load().await?;
-        let mut out = Vec::new();
+        let catalog = std::sync::Arc::new(self.stores.catalog.load().await?);
+        // Days are independent: build them concurrently, a few at a time.
+        let limit = std::thread::available_parallelism().map_or(2, usize::from);
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limit));
+        let mut tasks = Vec::new();
         for (day, touched) in hours_by_day(hours.iter().copied()) {
-            let result = self.consolidate_day(&catalog, day, &touched).await;
+            let (this, catalog, permits) = (self.clone(), catalog.clone(), permits.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let result = this.consolidate_day(&catalog, day, &touched).await;
+                (day, touched, result)
+            }));
+        }
+        let mut out = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let (day, touched, result) =
+                task.await.map_err(|e| PipelineError::Task(e.to_string()))?;
             if let Err(e) = &result {
                 tracing::warn!(%day, error = %e, "day consolidation failed");
             }

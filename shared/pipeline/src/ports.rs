@@ -120,8 +120,9 @@ pub trait GoldStore: Send + Sync {
     /// The day's current manifest, `None` if it was never published.
     async fn manifest(&self, day: NaiveDate) -> StoreResult<Option<DayManifest>>;
 
-    /// Writes cells of one level of a day under a generation. Writing the same cells again is
-    /// harmless. Generations are never shared between writers.
+    /// Writes the cells of one level of a day under a generation: all of them, in one call; a
+    /// second call for the same level and generation replaces the first, so a retry is harmless.
+    /// Generations are never shared between writers.
     async fn put_cells(
         &self,
         day: NaiveDate,
