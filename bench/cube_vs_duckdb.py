@@ -1,0 +1,471 @@
+#!/usr/bin/env python3
+"""Helper of bench/cube_vs_duckdb.sh: measuring, DuckDB's cube, checks, report.
+
+Run by the shell script with the benchmark's venv (bench/.venv, which has the
+pinned duckdb). Subcommands:
+
+  measure --label L --json OUT -- CMD...
+      Runs CMD, records its wall time and peak RSS (from wait4 on that one
+      child, so earlier children do not count) into OUT, and fails if CMD does.
+
+  duckdb-cube --events F... --catalog F --out F [--threads N] [--exact]
+      Computes the cube with DuckDB: dedup by event_id, left join of the
+      catalog (genre 'unknown' when missing), GROUP BY day, CUBE(country,
+      device, genre, content_id), measures as streamcube's; unique_viewers is
+      approx_count_distinct(viewer_id), or count(DISTINCT viewer_id) with
+      --exact (the reference for the accuracy check).
+
+  check --ours F --duckdb F --exact F
+      Compares streamcube's cube CSV with DuckDB's: same cell set, identical
+      exact measures, and unique_viewers error against the exact counts
+      (streamcube's and, for reference, DuckDB's approx_count_distinct).
+      Exit status 1 if correctness fails.
+
+  report --streamcube JSON --duckdb JSON
+      Prints the time / memory table and the speed and memory targets
+      (informational: they never change the exit status).
+
+  big-report --streamcube JSON --events N --days D
+      Prints the 10M-event run's time and peak memory against its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Targets (see bench/cube_vs_duckdb.sh).
+TARGET_SPEEDUP = 5.0  # streamcube at least 5x faster than DuckDB
+TARGET_MEMORY_RATIO = 3.0  # streamcube at most 1/3 of DuckDB's peak memory
+TARGET_P99_REL = 0.025  # unique_viewers p99 relative error, cells >= 1000
+TARGET_MAX_REL = 0.04  # unique_viewers max relative error, cells >= 1000
+TARGET_MAX_ABS_SMALL = 3  # unique_viewers max absolute error, cells < 1000
+BIG_CELL = 1000
+TARGET_BIG_PEAK_BYTES = 4 * 1024**3
+
+DIMENSIONS = ["day", "country", "device", "genre", "content_id"]
+EXACT_MEASURES = [
+    "plays",
+    "watch_seconds",
+    "completed",
+    "buffering_ms",
+    "bitrate_sum",
+    "bitrate_count",
+]
+CUBE_COLUMNS = DIMENSIONS + EXACT_MEASURES + ["unique_viewers"]
+
+EVENT_COLUMNS = {
+    "event_id": "VARCHAR",
+    "occurred_at": "TIMESTAMPTZ",
+    "viewer_id": "VARCHAR",
+    "content_id": "VARCHAR",
+    "device": "VARCHAR",
+    "country": "VARCHAR",
+    "watch_seconds": "BIGINT",
+    "bitrate_kbps": "BIGINT",
+    "buffering_ms": "BIGINT",
+    "completed": "BOOLEAN",
+}
+CATALOG_COLUMNS = {
+    "content_id": "VARCHAR",
+    "title": "VARCHAR",
+    "genre": "VARCHAR",
+    "release_year": "INTEGER",
+    "duration_seconds": "INTEGER",
+}
+CUBE_TYPES = {
+    "day": "DATE",
+    "country": "VARCHAR",
+    "device": "VARCHAR",
+    "genre": "VARCHAR",
+    "content_id": "VARCHAR",
+    **{m: "BIGINT" for m in EXACT_MEASURES},
+    "unique_viewers": "BIGINT",
+}
+
+
+def sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def sql_struct(d: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{sql_str(k)}: {sql_str(v)}" for k, v in d.items()) + "}"
+
+
+def read_csv_sql(files: list[str], columns: dict[str, str]) -> str:
+    file_list = "[" + ", ".join(sql_str(f) for f in files) + "]"
+    return (
+        f"read_csv({file_list}, header = true, auto_detect = false, delim = ',', "
+        f"quote = '\"', escape = '\"', columns = {sql_struct(columns)})"
+    )
+
+
+# --------------------------------------------------------------------------
+# measure
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
+    if not cmd:
+        sys.exit("measure: no command given")
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    result = {
+        "label": args.label,
+        "command": cmd,
+        "seconds": wall,
+        "peak_rss_bytes": usage.ru_maxrss * 1024,  # Linux reports KiB
+        "user_seconds": usage.ru_utime,
+        "system_seconds": usage.ru_stime,
+        "exit_code": proc.returncode,
+    }
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if proc.returncode != 0:
+        print(f"{args.label}: command failed with exit code {proc.returncode}", file=sys.stderr)
+        return proc.returncode if proc.returncode > 0 else 1
+    print(
+        f"  {args.label}: {wall:.2f} s, peak {result['peak_rss_bytes'] / 2**20:.0f} MiB",
+        flush=True,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------
+# duckdb-cube
+
+
+def cube_sql(events: list[str], catalog: str, out: str, exact: bool) -> str:
+    viewers = "count(DISTINCT viewer_id)" if exact else "approx_count_distinct(viewer_id)"
+    return f"""
+COPY (
+    WITH events AS (
+        -- Duplicates are exact copies of a row, so dropping repeated rows
+        -- deduplicates by event_id (and is DuckDB's fastest way).
+        SELECT DISTINCT *
+        FROM {read_csv_sql(events, EVENT_COLUMNS)}
+    ),
+    catalog AS (
+        SELECT content_id, any_value(genre) AS genre
+        FROM {read_csv_sql([catalog], CATALOG_COLUMNS)}
+        GROUP BY content_id
+    ),
+    plays AS (
+        SELECT CAST(e.occurred_at AS DATE) AS day,  -- session TimeZone is UTC
+               e.country, e.device, coalesce(c.genre, 'unknown') AS genre, e.content_id,
+               e.viewer_id, e.watch_seconds, e.completed, e.buffering_ms, e.bitrate_kbps
+        FROM events e LEFT JOIN catalog c ON e.content_id = c.content_id
+    )
+    SELECT day, country, device, genre, content_id,
+           count(*) AS plays,
+           sum(watch_seconds) AS watch_seconds,
+           count(*) FILTER (WHERE completed) AS completed,
+           coalesce(sum(buffering_ms), 0) AS buffering_ms,
+           coalesce(sum(bitrate_kbps), 0) AS bitrate_sum,
+           count(bitrate_kbps) AS bitrate_count,
+           {viewers} AS unique_viewers
+    FROM plays
+    GROUP BY day, CUBE (country, device, genre, content_id)
+) TO {sql_str(out)} (FORMAT csv, HEADER true)
+"""
+
+
+def cmd_duckdb_cube(args: argparse.Namespace) -> int:
+    import duckdb
+
+    started = time.perf_counter()
+    con = duckdb.connect()
+    con.execute(f"SET threads = {int(args.threads)}")
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(cube_sql(args.events, args.catalog, args.out, args.exact))
+    print(
+        f"  duckdb {'exact' if args.exact else 'cube'} query: "
+        f"{time.perf_counter() - started:.2f} s (inside the process)",
+        flush=True,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------
+# check
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET threads = {int(args.threads)}")
+
+    def load(name: str, path: str) -> None:
+        with Path(path).open("rb") as f:
+            header = f.readline().decode("utf-8", "replace").strip()
+        if header.split(",") != CUBE_COLUMNS:
+            raise SystemExit(f"{path}: header is\n  {header}\nexpected\n  {','.join(CUBE_COLUMNS)}")
+        dims = ", ".join(f"nullif({d}, '') AS {d}" if d != "day" else d for d in DIMENSIONS)
+        rest = ", ".join(EXACT_MEASURES + ["unique_viewers"])
+        con.execute(
+            f"CREATE TABLE {name} AS SELECT {dims}, {rest} FROM {read_csv_sql([path], CUBE_TYPES)}"
+        )
+
+    load("ours", args.ours)
+    load("duck", args.duckdb)
+    load("exact", args.exact)
+
+    key_eq = " AND ".join(f"a.{d} IS NOT DISTINCT FROM b.{d}" for d in DIMENSIONS)
+    dims = ", ".join(DIMENSIONS)
+    failures: list[str] = []
+
+    def scalar(q: str):
+        return con.execute(q).fetchone()[0]
+
+    n_ours = scalar("SELECT count(*) FROM ours")
+    n_duck = scalar("SELECT count(*) FROM duck")
+    n_exact = scalar("SELECT count(*) FROM exact")
+    print(f"cells: streamcube {n_ours}, duckdb {n_duck}, exact reference {n_exact}")
+
+    for name in ("ours", "duck", "exact"):
+        dup = scalar(
+            f"SELECT count(*) FROM (SELECT {dims} FROM {name} GROUP BY ALL HAVING count(*) > 1)"
+        )
+        if dup:
+            failures.append(f"{name}: {dup} cells appear more than once")
+
+    only_ours = scalar(f"SELECT count(*) FROM ours a ANTI JOIN duck b ON {key_eq}")
+    only_duck = scalar(f"SELECT count(*) FROM duck a ANTI JOIN ours b ON {key_eq}")
+    same_cells = only_ours == 0 and only_duck == 0
+    print(f"cells only in streamcube: {only_ours}, only in duckdb: {only_duck}")
+    if not same_cells:
+        for label, q in (
+            ("only in streamcube", f"SELECT a.* FROM ours a ANTI JOIN duck b ON {key_eq} LIMIT 5"),
+            ("only in duckdb", f"SELECT a.* FROM duck a ANTI JOIN ours b ON {key_eq} LIMIT 5"),
+        ):
+            rows = con.execute(q).fetchall()
+            if rows:
+                print(f"  examples {label}:")
+                for r in rows:
+                    print("   ", r)
+
+    diff_pred = " OR ".join(f"a.{m} IS DISTINCT FROM b.{m}" for m in EXACT_MEASURES)
+    mismatched = scalar(f"SELECT count(*) FROM ours a JOIN duck b ON {key_eq} WHERE {diff_pred}")
+    print(f"cells whose exact measures differ: {mismatched}")
+    if mismatched:
+        per_measure = ", ".join(
+            f"count(*) FILTER (WHERE a.{m} IS DISTINCT FROM b.{m}) AS {m}" for m in EXACT_MEASURES
+        )
+        row = con.execute(f"SELECT {per_measure} FROM ours a JOIN duck b ON {key_eq}").fetchone()
+        print(
+            "  differing cells per measure: "
+            + ", ".join(f"{m}={n}" for m, n in zip(EXACT_MEASURES, row))
+        )
+        dim_cols = ", ".join(f"a.{d}" for d in DIMENSIONS)
+        pairs = ", ".join(f"a.{m}, b.{m}" for m in EXACT_MEASURES)
+        q = f"SELECT {dim_cols}, {pairs} FROM ours a JOIN duck b ON {key_eq} WHERE {diff_pred} LIMIT 5"
+        print("  examples (measure: streamcube vs duckdb):")
+        for r in con.execute(q).fetchall():
+            cell = ",".join("" if v is None else str(v) for v in r[: len(DIMENSIONS)])
+            vals = r[len(DIMENSIONS) :]
+            diffs = [
+                f"{m}: {vals[2 * i]} vs {vals[2 * i + 1]}"
+                for i, m in enumerate(EXACT_MEASURES)
+                if vals[2 * i] != vals[2 * i + 1]
+            ]
+            print(f"    [{cell}] " + "; ".join(diffs))
+
+    # The exact reference must agree with DuckDB's approx run on everything
+    # else, or the accuracy numbers below would compare different cells.
+    ref_bad = scalar(
+        f"SELECT count(*) FROM exact a FULL JOIN duck b ON {key_eq} "
+        f"WHERE a.plays IS NULL OR b.plays IS NULL OR {diff_pred}"
+    )
+    if ref_bad:
+        failures.append(
+            f"internal: the exact reference and DuckDB's cube differ on {ref_bad} cells"
+        )
+
+    def accuracy(name: str) -> dict:
+        q = f"""
+            WITH e AS (
+                SELECT b.unique_viewers AS exact, a.unique_viewers AS est
+                FROM {name} a JOIN exact b ON {key_eq}
+            )
+            SELECT
+                count(*) FILTER (WHERE exact >= {BIG_CELL}),
+                quantile_disc(abs(est - exact) / exact, 0.99) FILTER (WHERE exact >= {BIG_CELL}),
+                max(abs(est - exact) / exact) FILTER (WHERE exact >= {BIG_CELL}),
+                count(*) FILTER (WHERE exact < {BIG_CELL}),
+                max(abs(est - exact)) FILTER (WHERE exact < {BIG_CELL}),
+                count(*) FILTER (WHERE exact < {BIG_CELL} AND est <> exact),
+                count(*) FILTER (WHERE est IS NULL)
+            FROM e
+        """
+        r = con.execute(q).fetchone()
+        return {
+            "big_cells": r[0],
+            "p99_rel": r[1] or 0.0,
+            "max_rel": r[2] or 0.0,
+            "small_cells": r[3],
+            "max_abs_small": r[4] or 0,
+            "inexact_small": r[5],
+            "missing": r[6],
+        }
+
+    acc = {"streamcube": accuracy("ours"), "duckdb approx_count_distinct": accuracy("duck")}
+    print()
+    print("unique_viewers against count(DISTINCT viewer_id):")
+    print(
+        f"  {'':30} {'cells>=1000':>11} {'p99 rel':>8} {'max rel':>8}"
+        f" {'cells<1000':>10} {'max abs':>7} {'inexact':>8}"
+    )
+    for label, a in acc.items():
+        print(
+            f"  {label:30} {a['big_cells']:>11} {a['p99_rel']:>8.2%} {a['max_rel']:>8.2%}"
+            f" {a['small_cells']:>10} {a['max_abs_small']:>7} {a['inexact_small']:>8}"
+        )
+    ours = acc["streamcube"]
+    if ours["missing"]:
+        failures.append(f"{ours['missing']} streamcube cells have no unique_viewers")
+
+    checks = [
+        ("cell set identical to DuckDB's", same_cells),
+        ("exact measures identical to DuckDB's", mismatched == 0 and same_cells),
+        (
+            f"unique_viewers p99 error <= {TARGET_P99_REL:.1%} on cells >= {BIG_CELL}",
+            ours["p99_rel"] <= TARGET_P99_REL,
+        ),
+        (
+            f"unique_viewers max error <= {TARGET_MAX_REL:.1%} on cells >= {BIG_CELL}",
+            ours["max_rel"] <= TARGET_MAX_REL,
+        ),
+        (
+            f"unique_viewers max abs error <= {TARGET_MAX_ABS_SMALL} on cells < {BIG_CELL}",
+            ours["max_abs_small"] <= TARGET_MAX_ABS_SMALL,
+        ),
+    ]
+    print()
+    for label, ok in checks:
+        print(f"  {'PASS' if ok else 'FAIL'}  {label}")
+        if not ok:
+            failures.append(label)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"cells": n_ours, "accuracy": acc, "failures": failures}, indent=2) + "\n"
+        )
+    if failures:
+        print("\ncorrectness FAILED:\n  " + "\n  ".join(failures))
+        return 1
+    print("\ncorrectness passed")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# report
+
+
+def mib(b: float) -> float:
+    return b / 2**20
+
+
+def best_of(paths: list[str]) -> dict:
+    """Best (lowest) wall time of the runs, highest peak RSS, CPU of the best run."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    best = dict(min(runs, key=lambda r: r["seconds"]))
+    best["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
+    best["runs"] = len(runs)
+    return best
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    ours = best_of(args.streamcube)
+    duck = best_of(args.duckdb)
+    speed = duck["seconds"] / ours["seconds"]
+    mem = duck["peak_rss_bytes"] / ours["peak_rss_bytes"]
+    print(f"{'tool':<24} {'seconds':>9} {'peak MiB':>9} {'cpu s':>7}")
+    for label, r in (("streamcube cube", ours), ("duckdb", duck)):
+        cpu = r["user_seconds"] + r["system_seconds"]
+        print(f"{label:<24} {r['seconds']:>9.2f} {mib(r['peak_rss_bytes']):>9.0f} {cpu:>7.2f}")
+    print(f"{'duckdb / streamcube':<24} {speed:>8.2f}x {mem:>8.2f}x")
+    print(
+        f"(best wall time of {ours['runs']} run(s) and highest peak RSS, whole process;"
+        " DuckDB's process includes the Python interpreter)"
+    )
+    print()
+    print(
+        f"  {'PASS' if speed >= TARGET_SPEEDUP else 'FAIL'}  streamcube at least {TARGET_SPEEDUP:g}x"
+        f" faster than DuckDB (DuckDB time / streamcube time = {speed:.2f})"
+    )
+    print(
+        f"  {'PASS' if mem >= TARGET_MEMORY_RATIO else 'FAIL'}  streamcube at most 1/{TARGET_MEMORY_RATIO:g}"
+        f" of DuckDB's peak memory (DuckDB peak / streamcube peak = {mem:.2f})"
+    )
+    return 0
+
+
+def cmd_big_report(args: argparse.Namespace) -> int:
+    r = best_of(args.streamcube)
+    rate = args.events / r["seconds"] if r["seconds"] > 0 else float("inf")
+    print(f"streamcube cube, {args.events:,} events over {args.days} days:")
+    print(
+        f"  {r['seconds']:.2f} s ({rate / 1e6:.2f} M events/s), peak {mib(r['peak_rss_bytes']):.0f} MiB"
+    )
+    ok = r["peak_rss_bytes"] < TARGET_BIG_PEAK_BYTES
+    print(f"  {'PASS' if ok else 'FAIL'}  peak memory below {TARGET_BIG_PEAK_BYTES / 2**30:g} GiB")
+    return 0
+
+
+# --------------------------------------------------------------------------
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("measure")
+    m.add_argument("--label", required=True)
+    m.add_argument("--json", required=True)
+    m.add_argument("cmd", nargs=argparse.REMAINDER)
+    m.set_defaults(func=cmd_measure)
+
+    d = sub.add_parser("duckdb-cube")
+    d.add_argument("--events", nargs="+", required=True)
+    d.add_argument("--catalog", required=True)
+    d.add_argument("--out", required=True)
+    d.add_argument("--threads", type=int, default=2)
+    d.add_argument("--exact", action="store_true")
+    d.set_defaults(func=cmd_duckdb_cube)
+
+    c = sub.add_parser("check")
+    c.add_argument("--ours", required=True)
+    c.add_argument("--duckdb", required=True)
+    c.add_argument("--exact", required=True)
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--json")
+    c.set_defaults(func=cmd_check)
+
+    r = sub.add_parser("report")
+    r.add_argument("--streamcube", nargs="+", required=True)
+    r.add_argument("--duckdb", nargs="+", required=True)
+    r.set_defaults(func=cmd_report)
+
+    b = sub.add_parser("big-report")
+    b.add_argument("--streamcube", nargs="+", required=True)
+    b.add_argument("--events", type=int, required=True)
+    b.add_argument("--days", type=int, required=True)
+    b.set_defaults(func=cmd_big_report)
+
+    args = p.parse_args()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
