@@ -542,13 +542,15 @@ pub fn write_cube_csv<W: Write>(
         .collect();
     let next = AtomicUsize::new(0);
     let threads = threads.max(1).min(days.len().max(1));
-    let mut w = csv::WriterBuilder::new().from_writer(out);
-    w.write_record(CUBE_CSV_HEADER.split(','))
-        .map_err(io::Error::from)?;
+    let mut out = out;
+    out.write_all(CUBE_CSV_HEADER.as_bytes())?;
+    out.write_all(b"\n")?;
     let mut stats = CubeStats::default();
 
     std::thread::scope(|s| -> Result<(), BatchError> {
-        let (tx, rx) = mpsc::sync_channel::<(usize, Cube)>(threads);
+        // Workers send each day as finished CSV text: the cube is dropped where it was built,
+        // so only the days being built are in memory, and formatting runs in parallel too.
+        let (tx, rx) = mpsc::sync_channel::<(usize, io::Result<(Vec<u8>, u64)>)>(threads);
         for _ in 0..threads {
             let tx = tx.clone();
             let (days, next, genres, contents) = (&days, &next, &genres.names, &contents.names);
@@ -563,7 +565,10 @@ pub fn write_cube_csv<W: Write>(
                     };
                     let cube = day_cube(set, &mut facts, genres, contents);
                     drop(facts);
-                    if tx.send((i, cube)).is_err() {
+                    let day = epoch_day(days[i].0).unwrap_or(NaiveDate::MIN);
+                    let text = format_day(day, &cube);
+                    drop(cube);
+                    if tx.send((i, text)).is_err() {
                         break;
                     }
                 }
@@ -571,22 +576,33 @@ pub fn write_cube_csv<W: Write>(
         }
         drop(tx);
         // Write days in order; hold early finishers until their turn.
-        let mut pending: BTreeMap<usize, Cube> = BTreeMap::new();
+        let mut pending: BTreeMap<usize, io::Result<(Vec<u8>, u64)>> = BTreeMap::new();
         let mut want = 0;
-        for (i, cube) in rx {
-            pending.insert(i, cube);
-            while let Some(cube) = pending.remove(&want) {
-                let day = epoch_day(days[want].0).unwrap_or(NaiveDate::MIN);
-                stats.cells += write_day(&mut w, day, &cube)?;
+        for (i, text) in rx {
+            pending.insert(i, text);
+            while let Some(text) = pending.remove(&want) {
+                let (bytes, cells) = text?;
+                out.write_all(&bytes)?;
+                stats.cells += cells;
                 stats.days += 1;
-                progress(day);
+                progress(epoch_day(days[want].0).unwrap_or(NaiveDate::MIN));
                 want += 1;
             }
         }
         Ok(())
     })?;
-    w.flush()?;
+    out.flush()?;
     Ok(stats)
+}
+
+/// A day's cells as CSV rows (no header), and how many.
+fn format_day(day: NaiveDate, cube: &Cube) -> io::Result<(Vec<u8>, u64)> {
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::with_capacity(cube.len() * 64));
+    let n = write_day(&mut w, day, cube)?;
+    let bytes = w
+        .into_inner()
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok((bytes, n))
 }
 
 fn write_day<W: Write>(w: &mut csv::Writer<W>, day: NaiveDate, cube: &Cube) -> io::Result<u64> {
