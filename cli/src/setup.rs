@@ -24,7 +24,9 @@ pub struct Settings {
     )]
     pub data_dir: PathBuf,
     /// Pseudonymization key as hex (at least 32 bytes). Without it, a random key is created in
-    /// the data directory (`pseudonym.key`, readable by the owner only) and reused.
+    /// the data directory (`pseudonym.key`, readable by the owner only) and reused; `cube`, which
+    /// keeps nothing, draws a fresh one per run, so its unique-viewer estimates above 1,536
+    /// viewers can differ slightly between runs unless a key is given.
     #[arg(
         long,
         env = "STREAMCUBE_PSEUDONYM_KEY",
