@@ -131,10 +131,11 @@ fn ingest_consolidate_query_replay_and_erase() {
         "the cube counts every accepted event once"
     );
 
-    // The same numbers as the batch cube of the same file.
+    // The same numbers as the batch cube of the same file (same key, so the same estimates).
     let batch = stdout(
         Command::cargo_bin("streamcube")
             .expect("binary")
+            .env("STREAMCUBE_PSEUDONYM_KEY", KEY)
             .args(["cube", "--out", "-", "--events"])
             .arg(&events)
             .arg("--catalog")
@@ -150,6 +151,19 @@ fn ingest_consolidate_query_replay_and_erase() {
         }
     }
     assert_eq!(cells, from_batch);
+
+    // Each published day is exported in the cube CSV form, row for row what the batch path says.
+    for day in ["2026-11-01", "2026-11-02"] {
+        let export =
+            std::fs::read_to_string(data.join(format!("lake/exports/cube/day={day}/cube.csv")))
+                .expect("export");
+        let mut exported: Vec<&str> = export.lines().skip(1).collect();
+        let mut expected: Vec<&str> = batch.lines().filter(|l| l.starts_with(day)).collect();
+        exported.sort_unstable();
+        expected.sort_unstable();
+        assert!(!expected.is_empty());
+        assert_eq!(exported, expected, "export of {day}");
+    }
 
     // Replay: the same file again changes nothing.
     let out = stdout(

@@ -11,7 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
+use object_store::ObjectStoreExt;
 use serde::Serialize;
+use streamcube_model::batch::day_csv;
 use streamcube_model::catalog::Catalog;
 use streamcube_model::cube::{Cube, DimsRef, Fact};
 use streamcube_model::event::SilverEvent;
@@ -43,6 +45,11 @@ pub struct DaySummary {
     pub events: u64,
     pub day_cells: u64,
     pub hour_cells: u64,
+}
+
+/// Where a published day's cube is exported in the lake (the contract's cube CSV form).
+pub fn export_path(day: NaiveDate) -> String {
+    format!("exports/cube/day={}/cube.csv", day.format("%Y-%m-%d"))
 }
 
 /// Groups hour partitions (hours since the epoch) by day.
@@ -202,6 +209,15 @@ impl Pipeline {
             };
             match gold.publish(&manifest, expected_version).await {
                 Ok(()) => {
+                    // The published day as a file for tools that read the lake. Written after
+                    // the flip, so a failure leaves gold right and the retry rewrites it.
+                    self.stores
+                        .lake
+                        .put(
+                            &object_store::path::Path::from(export_path(day)),
+                            day_csv(day, &day_cells).into(),
+                        )
+                        .await?;
                     // What the flip replaced is garbage now; readers still on it notice the
                     // manifest moved and read again.
                     let keep = manifest.referenced();
