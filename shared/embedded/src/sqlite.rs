@@ -161,12 +161,6 @@ impl SqliteStore {
         })
         .await
     }
-
-    /// Every silver event, ordered by id (for tests and exports of small stores).
-    pub async fn all_silver(&self) -> StoreResult<Vec<SilverEvent>> {
-        self.with(|c| query_events(c, "SELECT * FROM silver_events ORDER BY event_id", []))
-            .await
-    }
 }
 
 const EVENT_COLUMNS: &str = "event_id, hour, occurred_at_ms, viewer, content_id, device, country, watch_seconds, bitrate_kbps, buffering_ms, completed, origin";

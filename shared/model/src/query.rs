@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::{DateTime, Days, NaiveDate};
+use chrono::{DateTime, NaiveDate};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -435,11 +435,6 @@ pub fn first_hour(day: NaiveDate) -> i64 {
 /// The day an hour (since the epoch) belongs to.
 pub fn day_of_hour(hour: i64) -> NaiveDate {
     DateTime::from_timestamp(hour * 3600, 0).map_or(NaiveDate::MIN, |t| t.date_naive())
-}
-
-/// The day after `d`.
-pub fn next_day(d: NaiveDate) -> NaiveDate {
-    d.checked_add_days(Days::new(1)).unwrap_or(d)
 }
 
 /// Rolls cells up to a query's groups.

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 use streamcube_model::query::{Aggregator, Bucket, Granularity, Query, QueryResult, first_hour};
 
-use crate::ports::{DayManifest, Level};
+use crate::ports::Level;
 use crate::{Pipeline, PipelineError};
 
 /// How often a day is read again when it was republished while being read.
@@ -74,20 +74,5 @@ impl Pipeline {
             result: agg.finish(),
             generations,
         })
-    }
-
-    /// The manifests of a range of days (for status pages and tests).
-    pub async fn manifests(
-        &self,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<DayManifest>, PipelineError> {
-        let mut out = Vec::new();
-        for day in from.iter_days().take_while(|d| *d <= to) {
-            if let Some(m) = self.stores.gold.manifest(day).await? {
-                out.push(m);
-            }
-        }
-        Ok(out)
     }
 }
