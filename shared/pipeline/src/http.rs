@@ -159,7 +159,7 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T, request_id: &str) -
 
 /// The route part of a path: what follows `/v1/`, wherever it is (API Gateway stages and local
 /// function URLs add prefixes).
-fn route(path: &str) -> Option<&str> {
+pub fn route(path: &str) -> Option<&str> {
     path.find("/v1/").map(|i| &path[i + 4..])
 }
 
