@@ -47,11 +47,20 @@ pub async fn serve(p: Pipeline, args: &ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.addr))?;
     let addr = listener.local_addr()?;
-    println!("serving on http://{addr}");
-    println!("  POST   /v1/events              (application/json or application/x-ndjson)");
-    println!("  GET    /v1/cube?from=..&to=..  (Accept: text/csv for CSV)");
-    println!("  DELETE /v1/viewers/{{viewer_id}}");
-    println!("  GET    /v1/health");
+    // One write, and a closed stdout (a supervisor that read the address and went away) must
+    // not take the server down.
+    {
+        use std::io::Write;
+        let banner = format!(
+            "serving on http://{addr}\n\
+             \x20 POST   /v1/events              (application/json or application/x-ndjson)\n\
+             \x20 GET    /v1/cube?from=..&to=..  (Accept: text/csv for CSV)\n\
+             \x20 DELETE /v1/viewers/{{viewer_id}}\n\
+             \x20 GET    /v1/health\n"
+        );
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+    }
     axum::serve(listener, router(p))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
