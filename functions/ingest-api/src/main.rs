@@ -6,7 +6,9 @@ use streamcube_lambda::Settings;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let pipeline = Settings::from_env(|k| std::env::var(k).ok())?.pipeline()?;
+    let pipeline = Settings::from_env(|k| std::env::var(k).ok())?
+        .pipeline()
+        .await?;
     run(service_fn(move |req| {
         let pipeline = pipeline.clone();
         async move { ingest_api::handler(&pipeline, req).await }

@@ -103,6 +103,8 @@ impl EmbeddedBackend {
             ledger: self.store.clone(),
             bronze: self.bronze.clone(),
             lake: self.lake.clone(),
+            // No table catalog locally: the exports are plain files.
+            partitions: None,
         }
     }
 

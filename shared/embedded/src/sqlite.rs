@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::BTreeMap;
 use streamcube_model::catalog::{Catalog, CatalogEntry};
 
-use streamcube_model::codec::{decode_cells, encode_cells};
+use streamcube_model::codec::{by_cuboid, decode_cells, encode_cells};
 use streamcube_model::cube::{Cell, Cuboid, Dims};
 use streamcube_model::event::{Country, Device, SilverEvent};
 use streamcube_model::pseudonym::Pseudonym;
@@ -411,14 +410,7 @@ impl GoldStore for SqliteStore {
         generation: u64,
         cells: &[(Dims, Cell)],
     ) -> StoreResult<()> {
-        let mut by_cuboid: BTreeMap<u8, Vec<(Dims, Cell)>> = BTreeMap::new();
-        for (d, c) in cells {
-            by_cuboid
-                .entry(d.as_ref().cuboid().bits())
-                .or_default()
-                .push((d.clone(), c.clone()));
-        }
-        let blocks: Vec<(u8, Vec<u8>)> = by_cuboid
+        let blocks: Vec<(u8, Vec<u8>)> = by_cuboid(cells)
             .into_iter()
             .map(|(cuboid, cells)| (cuboid, encode_cells(&cells)))
             .collect();

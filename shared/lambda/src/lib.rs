@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use lambda_http::{Body, Request, RequestExt, Response};
+use streamcube_aws::{AwsBackend, AwsNames};
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::cube::CuboidSet;
 use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
@@ -22,12 +23,10 @@ pub enum ConfigError {
     Missing(&'static str, &'static str),
     #[error("{0} is not valid: {1}")]
     Invalid(&'static str, String),
-    #[error(
-        "STREAMCUBE_BACKEND=aws: the DynamoDB, S3 and Glue adapters are not part of this build; use `embedded`"
-    )]
-    AwsNotBuilt,
     #[error("the embedded backend cannot open its data directory: {0}")]
     Embedded(#[from] streamcube_embedded::EmbeddedError),
+    #[error("the AWS backend cannot start: {0}")]
+    Aws(#[from] streamcube_aws::AwsError),
     #[error("cannot create the local key file {0}: {1}")]
     KeyFile(PathBuf, std::io::Error),
 }
@@ -38,7 +37,16 @@ pub enum Backend {
     /// SQLite and a local directory, for `cargo lambda watch` and tests.
     Embedded { data_dir: PathBuf },
     /// DynamoDB, S3 and Glue.
-    Aws,
+    Aws(AwsNames),
+}
+
+/// Whether a function pseudonymizes viewer ids, and so needs the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyUse {
+    /// Writes events (ingest, bronze, Kafka) or finds a viewer (erasure): the key is required.
+    Pseudonymizes,
+    /// Reads silver or gold only (query, consolidation): the function is never given the key.
+    None,
 }
 
 /// A function's configuration, from its environment.
@@ -46,6 +54,8 @@ pub enum Backend {
 pub struct Settings {
     pub backend: Backend,
     pub key: Option<PseudonymKey>,
+    /// Secrets Manager secret holding the key (AWS).
+    pub key_secret: Option<String>,
     pub cuboids: CuboidSet,
     pub served_countries: String,
 }
@@ -62,7 +72,7 @@ impl Settings {
                     ),
                 )?,
             },
-            Some("aws") => Backend::Aws,
+            Some("aws") => Backend::Aws(AwsNames::from_env(&get)?),
             Some(other) => {
                 return Err(ConfigError::Invalid(
                     "STREAMCUBE_BACKEND",
@@ -81,7 +91,7 @@ impl Settings {
             .map(|hex| PseudonymKey::from_hex(&key_id, &hex))
             .transpose()
             .map_err(|e| ConfigError::Invalid("STREAMCUBE_PSEUDONYM_KEY", e.to_string()))?;
-        let cuboids = match get("STREAMCUBE_CUBOIDS") {
+        let cuboids = match get("STREAMCUBE_CUBOIDS").filter(|s| !s.trim().is_empty()) {
             Some(spec) => CuboidSet::parse(&spec)
                 .map_err(|e| ConfigError::Invalid("STREAMCUBE_CUBOIDS", e.to_string()))?,
             None => CuboidSet::default(),
@@ -89,28 +99,61 @@ impl Settings {
         Ok(Settings {
             backend,
             key,
+            key_secret: get("STREAMCUBE_PSEUDONYM_SECRET_ARN").filter(|s| !s.trim().is_empty()),
             cuboids,
             served_countries: get("STREAMCUBE_SERVED_COUNTRIES").unwrap_or_default(),
         })
     }
 
-    /// The pipeline on the configured backend. On the embedded backend a missing key is created
-    /// in the data directory (owner-only); anywhere else it is required.
-    pub fn pipeline(&self) -> Result<Pipeline, ConfigError> {
-        let Backend::Embedded { data_dir } = &self.backend else {
-            return Err(ConfigError::AwsNotBuilt);
-        };
-        let backend = EmbeddedBackend::open(data_dir)?;
-        let key = match &self.key {
-            Some(k) => k.clone(),
-            None => local_key(data_dir)?,
+    /// The pipeline on the configured backend, for a function that pseudonymizes. On the
+    /// embedded backend a missing key is created in the data directory (owner-only); on AWS it
+    /// is read from Secrets Manager and required.
+    pub async fn pipeline(&self) -> Result<Pipeline, ConfigError> {
+        self.pipeline_for(KeyUse::Pseudonymizes).await
+    }
+
+    /// The pipeline on the configured backend; `use_key` says whether the key is needed. A
+    /// function that never pseudonymizes gets a random key of its own, which nothing it does
+    /// ever uses (silver and gold hold pseudonyms already).
+    pub async fn pipeline_for(&self, use_key: KeyUse) -> Result<Pipeline, ConfigError> {
+        let (stores, key) = match &self.backend {
+            Backend::Embedded { data_dir } => {
+                let backend = EmbeddedBackend::open(data_dir)?;
+                let key = match &self.key {
+                    Some(k) => k.clone(),
+                    None => local_key(data_dir)?,
+                };
+                (backend.stores(), key)
+            }
+            Backend::Aws(names) => {
+                let aws = AwsBackend::connect(names.clone()).await;
+                let key = match (&self.key_secret, use_key) {
+                    (Some(secret), _) => {
+                        streamcube_aws::secret::load_key(&aws.secrets, secret).await?
+                    }
+                    (None, KeyUse::None) => unused_key()?,
+                    (None, KeyUse::Pseudonymizes) => {
+                        return Err(ConfigError::Missing(
+                            "STREAMCUBE_PSEUDONYM_SECRET_ARN",
+                            "the Secrets Manager secret holding the pseudonymization key",
+                        ));
+                    }
+                };
+                (aws.stores()?, key)
+            }
         };
         let mut config = PipelineConfig::new(Pseudonymizer::new(&key));
         config.cuboids = self.cuboids.clone();
         config.served_countries = PipelineConfig::parse_countries(&self.served_countries)
             .map_err(|e| ConfigError::Invalid("STREAMCUBE_SERVED_COUNTRIES", e))?;
-        Ok(Pipeline::new(backend.stores(), config))
+        Ok(Pipeline::new(stores, config))
     }
+}
+
+/// A key for a function that never pseudonymizes: random, so it cannot match real pseudonyms.
+fn unused_key() -> Result<PseudonymKey, ConfigError> {
+    PseudonymKey::from_bytes("unused", rand::random::<[u8; 32]>().to_vec())
+        .map_err(|e| ConfigError::Invalid("the process key", e.to_string()))
 }
 
 fn local_key(dir: &std::path::Path) -> Result<PseudonymKey, ConfigError> {
@@ -224,8 +267,12 @@ mod tests {
                 .starts_with("STREAMCUBE_PSEUDONYM_KEY is not valid"),
             "{err}"
         );
-        let aws = Settings::from_env(env(&[("STREAMCUBE_BACKEND", "aws")])).expect("settings");
-        assert!(matches!(aws.pipeline(), Err(ConfigError::AwsNotBuilt)));
+        let err = Settings::from_env(env(&[("STREAMCUBE_BACKEND", "aws")])).expect_err("names");
+        assert!(
+            err.to_string()
+                .contains("STREAMCUBE_SILVER_TABLE must be set"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -51,6 +51,17 @@ fn put_text(out: &mut Vec<u8>, t: Option<&str>) {
 }
 
 /// Encodes cells into one block.
+/// Cells grouped by cuboid (by its bit set), in cuboid order: stores keep one block per cuboid.
+pub fn by_cuboid(cells: &[(Dims, Cell)]) -> std::collections::BTreeMap<u8, Vec<(Dims, Cell)>> {
+    let mut out: std::collections::BTreeMap<u8, Vec<(Dims, Cell)>> = Default::default();
+    for (d, c) in cells {
+        out.entry(d.as_ref().cuboid().bits())
+            .or_default()
+            .push((d.clone(), c.clone()));
+    }
+    out
+}
+
 pub fn encode_cells(cells: &[(Dims, Cell)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + cells.len() * 48);
     out.push(VERSION);

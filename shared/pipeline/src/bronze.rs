@@ -6,6 +6,21 @@
 //! flight. A retry after a crash reprocesses the object from the start: rows the earlier attempt
 //! stored are recognised by their origin (`<key>#<version>:<line>`) and counted as accepted
 //! again, so the report of a retried run equals that of a clean one.
+//!
+//! # Files larger than one run
+//!
+//! A Lambda invocation has a deadline, and a file may take longer than that to process.
+//! [`Pipeline::process_object_until`] takes a `stop` test, asked before every row: when it says
+//! so, the run finishes the writes in flight and returns [`Progress::Paused`] with a
+//! [`Checkpoint`] (the line of the last row done, the counts so far, the quarantine objects
+//! written), at a row boundary, so nothing is half done. [`Pipeline::resume_object`] goes on from
+//! it, in the same process or in another invocation: it reads the same bytes again from the start
+//! (pinned by the ETag the first part saw), skips the rows the checkpoint covers without
+//! validating or writing them, and continues. Each part writes its refused rows to its own
+//! quarantine object (`quarantine/<key>.jsonl`, then `quarantine/<key>.part-<n>.jsonl`); the
+//! report and the ledger entry are written once, when the last part is done, with the counts of
+//! all parts. A part that is retried redoes exactly that part: its rows are recognised by their
+//! origin and its quarantine object is rewritten whole.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +28,7 @@ use std::sync::Arc;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use streamcube_model::catalog::read_catalog;
 use streamcube_model::event::{Field, FieldError, Reason, SilverEvent, Validator};
@@ -43,6 +58,20 @@ pub struct ObjectReport {
     pub counts: FileReport,
     /// Where the refused rows are, if any.
     pub quarantine: Option<String>,
+    /// When the object was processed in several parts and more than one refused rows: the
+    /// quarantine objects after the first (`quarantine`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantine_parts: Vec<String>,
+}
+
+impl ObjectReport {
+    /// Every quarantine object of the report, in order.
+    pub fn quarantine_objects(&self) -> impl Iterator<Item = &str> {
+        self.quarantine
+            .iter()
+            .chain(&self.quarantine_parts)
+            .map(String::as_str)
+    }
 }
 
 /// The result of [`Pipeline::process_object`].
@@ -53,9 +82,47 @@ pub struct ObjectOutcome {
     pub already_processed: bool,
 }
 
+/// Where a paused object stands: what another run needs to go on from the next row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub key: String,
+    pub version: String,
+    /// The line (where the row starts, from 1) of the last row done: a resume skips every row
+    /// up to it.
+    pub line: u64,
+    /// The counts of the rows done so far (`counts.rows` of them, balanced).
+    pub counts: FileReport,
+    /// How many parts are done; the next one is part `parts + 1`.
+    pub parts: u32,
+    /// The quarantine objects the parts done wrote, in order.
+    #[serde(default)]
+    pub quarantine: Vec<String>,
+    /// The ETag of the bytes the first part read; a resume reads only these bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_tag: Option<String>,
+}
+
+/// The result of [`Pipeline::process_object_until`] and [`Pipeline::resume_object`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// The object is processed: its report and ledger entry are written.
+    Done(ObjectOutcome),
+    /// `stop` asked to stop; go on with [`Pipeline::resume_object`].
+    Paused(Checkpoint),
+}
+
 /// The quarantine object of a bronze key.
 pub fn quarantine_path(key: &str) -> String {
     format!("quarantine/{key}.jsonl")
+}
+
+/// The quarantine object of part `part` (from 1) of a bronze key processed in several parts.
+pub fn quarantine_part_path(key: &str, part: u32) -> String {
+    if part <= 1 {
+        quarantine_path(key)
+    } else {
+        format!("quarantine/{key}.part-{part}.jsonl")
+    }
 }
 
 /// The report object of a bronze key.
@@ -68,6 +135,34 @@ enum Msg {
     Rejected(Rejection),
 }
 
+/// How the reading side of one part ended.
+enum ReadEnd {
+    /// The end of the data; `rows` read in all (skipped ones included).
+    Done { rows: u64 },
+    /// `stop` said so after the row starting at `line`; `rows` done in all.
+    Paused { line: u64, rows: u64 },
+}
+
+enum ReadFail {
+    Io(std::io::Error),
+    /// The rows before the checkpoint are not the ones it counted.
+    Changed,
+}
+
+impl From<std::io::Error> for ReadFail {
+    fn from(e: std::io::Error) -> Self {
+        ReadFail::Io(e)
+    }
+}
+
+/// What one part of an events object did.
+struct EventsPass {
+    counts: FileReport,
+    /// The line of the last row done, when the part was paused.
+    paused_at: Option<u64>,
+    e_tag: Option<String>,
+}
+
 impl Pipeline {
     /// Processes one version of a bronze object. `version` is the S3 version id or ETag given by
     /// the notification; when absent, the store's ETag is used.
@@ -77,16 +172,70 @@ impl Pipeline {
         key: &str,
         version: Option<&str>,
     ) -> Result<ObjectOutcome, PipelineError> {
-        let path = Path::from(key);
+        let mut progress = self.process_object_until(key, version, never).await?;
+        // `never` does not pause; the loop only keeps this free of a panic path.
+        loop {
+            match progress {
+                Progress::Done(outcome) => return Ok(outcome),
+                Progress::Paused(checkpoint) => {
+                    progress = self.resume_object(checkpoint, never).await?;
+                }
+            }
+        }
+    }
+
+    /// [`Self::process_object`] that stops at a row boundary when `stop` says so (it is asked
+    /// before every row but the first of a run, so every run makes progress). Catalog objects
+    /// are small and never paused.
+    #[tracing::instrument(skip(self, stop), err)]
+    pub async fn process_object_until<S>(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        stop: S,
+    ) -> Result<Progress, PipelineError>
+    where
+        S: Fn() -> bool + Send + 'static,
+    {
         let version = match version {
             Some(v) => v.to_owned(),
             None => {
-                let meta = self.stores.bronze.head(&path).await?;
+                let meta = self.stores.bronze.head(&Path::from(key)).await?;
                 meta.e_tag
                     .or(meta.version)
                     .unwrap_or_else(|| meta.last_modified.to_rfc3339())
             }
         };
+        self.run_object(key, version, None, stop).await
+    }
+
+    /// Goes on with a paused object from its checkpoint (see [`Self::process_object_until`]).
+    /// Harmless to call twice with the same checkpoint, or after the object is done.
+    #[tracing::instrument(skip_all, fields(key = %checkpoint.key, line = checkpoint.line), err)]
+    pub async fn resume_object<S>(
+        &self,
+        checkpoint: Checkpoint,
+        stop: S,
+    ) -> Result<Progress, PipelineError>
+    where
+        S: Fn() -> bool + Send + 'static,
+    {
+        let key = checkpoint.key.clone();
+        let version = checkpoint.version.clone();
+        self.run_object(&key, version, Some(checkpoint), stop).await
+    }
+
+    async fn run_object<S>(
+        &self,
+        key: &str,
+        version: String,
+        resume: Option<Checkpoint>,
+        stop: S,
+    ) -> Result<Progress, PipelineError>
+    where
+        S: Fn() -> bool + Send + 'static,
+    {
+        let path = Path::from(key);
         let kind = if key.starts_with(&self.config.reference_prefix) {
             ObjectKind::Catalog
         } else {
@@ -94,38 +243,69 @@ impl Pipeline {
         };
         if let Some(counts) = self.stores.ledger.processed(key, &version).await? {
             tracing::info!("object version already processed");
-            let quarantine = (counts.rejected > 0).then(|| quarantine_path(key));
-            return Ok(ObjectOutcome {
-                report: ObjectReport {
-                    key: key.to_owned(),
-                    version,
-                    kind,
-                    counts,
-                    quarantine,
-                },
+            let report = self.done_report(key, &version, kind, counts).await;
+            return Ok(Progress::Done(ObjectOutcome {
+                report,
                 already_processed: true,
-            });
+            }));
         }
-
-        let mut quarantine = Quarantine::new(Arc::clone(&self.stores.lake), key);
-        let counts = match kind {
-            ObjectKind::Catalog => {
-                self.load_catalog_object(key, &path, &mut quarantine)
-                    .await?
-            }
+        // Catalogs are read whole and never paused, so they have no checkpoint to resume from.
+        let resume = resume.filter(|_| kind == ObjectKind::Events);
+        let part = resume.as_ref().map_or(1, |c| c.parts.saturating_add(1));
+        let mut quarantine = Quarantine::new(
+            Arc::clone(&self.stores.lake),
+            quarantine_part_path(key, part),
+        );
+        let pass = match kind {
+            ObjectKind::Catalog => EventsPass {
+                counts: self
+                    .load_catalog_object(key, &path, &mut quarantine)
+                    .await?,
+                paused_at: None,
+                e_tag: None,
+            },
             ObjectKind::Events => {
-                self.load_events_object(key, &version, &path, &mut quarantine)
-                    .await?
+                self.load_events_object(
+                    key,
+                    &version,
+                    &path,
+                    resume.as_ref(),
+                    &mut quarantine,
+                    stop,
+                )
+                .await?
             }
         };
-        debug_assert!(counts.is_balanced());
-        let quarantine = quarantine.finish().await?;
+        debug_assert!(pass.counts.is_balanced());
+        let mut quarantines = resume.map(|c| c.quarantine).unwrap_or_default();
+        quarantines.extend(quarantine.finish().await?);
+        if let Some(line) = pass.paused_at {
+            tracing::info!(
+                part,
+                line,
+                rows = pass.counts.rows,
+                "object paused; the next part goes on from the checkpoint"
+            );
+            return Ok(Progress::Paused(Checkpoint {
+                key: key.to_owned(),
+                version,
+                line,
+                counts: pass.counts,
+                parts: part,
+                quarantine: quarantines,
+                e_tag: pass.e_tag,
+            }));
+        }
+
+        self.remove_stale_quarantine(key, &quarantines).await?;
+        let mut objects = quarantines.into_iter();
         let report = ObjectReport {
             key: key.to_owned(),
             version: version.clone(),
             kind,
-            counts,
-            quarantine,
+            counts: pass.counts,
+            quarantine: objects.next(),
+            quarantine_parts: objects.collect(),
         };
         let body = serde_json::to_vec_pretty(&report).unwrap_or_default();
         self.stores
@@ -141,12 +321,69 @@ impl Pipeline {
             accepted = report.counts.accepted,
             duplicates = report.counts.duplicates,
             rejected = report.counts.rejected,
+            parts = part,
             "object processed"
         );
-        Ok(ObjectOutcome {
+        Ok(Progress::Done(ObjectOutcome {
             report,
             already_processed: false,
-        })
+        }))
+    }
+
+    /// The report of a version processed before: the stored one when it is that version's (it
+    /// lists every quarantine object), else one rebuilt from the ledger's counts.
+    async fn done_report(
+        &self,
+        key: &str,
+        version: &str,
+        kind: ObjectKind,
+        counts: FileReport,
+    ) -> ObjectReport {
+        match self.stored_report(key).await {
+            Some(r) if r.version == version && r.counts == counts => r,
+            _ => ObjectReport {
+                key: key.to_owned(),
+                version: version.to_owned(),
+                kind,
+                quarantine: (counts.rejected > 0).then(|| quarantine_path(key)),
+                counts,
+                quarantine_parts: Vec::new(),
+            },
+        }
+    }
+
+    /// The report stored for a key (of whichever version was processed last), if readable.
+    async fn stored_report(&self, key: &str) -> Option<ObjectReport> {
+        let got = self
+            .stores
+            .lake
+            .get(&Path::from(report_path(key)))
+            .await
+            .ok()?;
+        let bytes = got.bytes().await.ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Deletes the quarantine objects an earlier version of the key left that this run did not
+    /// rewrite (they hold raw rows, personal data included, that no report points to any more).
+    async fn remove_stale_quarantine(
+        &self,
+        key: &str,
+        ours: &[String],
+    ) -> Result<(), PipelineError> {
+        let Some(previous) = self.stored_report(key).await else {
+            return Ok(());
+        };
+        for stale in previous
+            .quarantine_objects()
+            .filter(|q| !ours.iter().any(|o| o == q))
+        {
+            match self.stores.lake.delete(&Path::from(stale)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     fn open_stream(
@@ -193,25 +430,70 @@ impl Pipeline {
         Ok(report)
     }
 
-    async fn load_events_object(
+    async fn load_events_object<S>(
         &self,
         key: &str,
         version: &str,
         path: &Path,
+        resume: Option<&Checkpoint>,
         quarantine: &mut Quarantine,
-    ) -> Result<FileReport, PipelineError> {
+        stop: S,
+    ) -> Result<EventsPass, PipelineError>
+    where
+        S: Fn() -> bool + Send + 'static,
+    {
         let format =
             Format::from_name(key).ok_or_else(|| PipelineError::UnknownFormat(key.to_owned()))?;
-        let stream = self.open_stream(path).await?;
+        let changed = || PipelineError::ObjectChanged {
+            key: key.to_owned(),
+        };
+        // A resume reads the very bytes the first part read.
+        let options = GetOptions {
+            if_match: resume.and_then(|c| c.e_tag.clone()),
+            ..GetOptions::default()
+        };
+        let get = match self.stores.bronze.get_opts(path, options).await {
+            Ok(get) => get,
+            Err(object_store::Error::Precondition { .. }) => return Err(changed()),
+            Err(e) => return Err(e.into()),
+        };
+        let e_tag = resume
+            .and_then(|c| c.e_tag.clone())
+            .or_else(|| get.meta.e_tag.clone());
+        let stream = StreamReader::new(get.into_stream().map_err(std::io::Error::other));
+        let (skip_to_line, skip_rows) = resume.map_or((0, 0), |c| (c.line, c.counts.rows));
+
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(2 * self.config.write_concurrency);
         let config = Arc::clone(&self.config);
         let origin = format!("{key}#{version}");
-        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let reader = tokio::task::spawn_blocking(move || -> Result<ReadEnd, ReadFail> {
             let validator = Validator::now();
             let mut rows = EventReader::new(SyncIoBridge::new(stream), format)?;
             let mut batch = Vec::with_capacity(config.write_batch);
-            let closed = || std::io::Error::other("the writer stopped");
+            let closed = || ReadFail::Io(std::io::Error::other("the writer stopped"));
+            let mut skipped = 0u64;
+            let mut done_here = 0u64;
+            let mut last_line = skip_to_line;
             while let Some(row) = rows.next_row()? {
+                if row.line <= skip_to_line {
+                    // Done by an earlier part: neither validated nor written again.
+                    skipped += 1;
+                    continue;
+                }
+                if done_here == 0 && skipped != skip_rows {
+                    return Err(ReadFail::Changed);
+                }
+                if done_here > 0 && stop() {
+                    if !batch.is_empty() {
+                        tx.blocking_send(Msg::Events(batch)).map_err(|_| closed())?;
+                    }
+                    return Ok(ReadEnd::Paused {
+                        line: last_line,
+                        rows: skipped + done_here,
+                    });
+                }
+                done_here += 1;
+                last_line = row.line;
                 let checked = row
                     .fields
                     .map_err(|e| vec![e])
@@ -247,16 +529,21 @@ impl Pipeline {
                     }
                 }
             }
+            if done_here == 0 && skipped != skip_rows {
+                return Err(ReadFail::Changed);
+            }
             if !batch.is_empty() {
                 tx.blocking_send(Msg::Events(batch)).map_err(|_| closed())?;
             }
-            Ok(rows.rows_read())
+            Ok(ReadEnd::Done {
+                rows: rows.rows_read(),
+            })
         });
 
-        let mut report = FileReport::default();
+        let mut report = resume.map(|c| c.counts.clone()).unwrap_or_default();
         let mut inflight = FuturesUnordered::new();
         let write = |silver: Arc<dyn SilverStore>, events: Vec<SilverEvent>| async move {
-            silver.put_new(&events).await
+            silver.put_new_bulk(&events).await
         };
         let mut failure: Option<StoreError> = None;
         while let Some(msg) = rx.recv().await {
@@ -291,19 +578,36 @@ impl Pipeline {
         if let Some(e) = failure {
             return Err(e.into());
         }
-        let rows_read = reader
+        let end = reader
             .await
             .map_err(|e| PipelineError::Task(e.to_string()))?
-            .map_err(|source| PipelineError::Unreadable {
-                key: key.to_owned(),
-                source,
+            .map_err(|e| match e {
+                ReadFail::Io(source) => PipelineError::Unreadable {
+                    key: key.to_owned(),
+                    source,
+                },
+                ReadFail::Changed => changed(),
             })?;
+        let (rows_read, paused_at) = match end {
+            ReadEnd::Done { rows } => (rows, None),
+            ReadEnd::Paused { line, rows } => (rows, Some(line)),
+        };
         debug_assert_eq!(rows_read, report.rows);
-        Ok(report)
+        Ok(EventsPass {
+            counts: report,
+            paused_at,
+            e_tag,
+        })
     }
 }
 
-/// The quarantine object of one bronze key, written as rows are refused (never held whole).
+/// A `stop` test that never stops.
+fn never() -> bool {
+    false
+}
+
+/// The quarantine object of one bronze key (or of one part of it), written as rows are refused
+/// (never held whole).
 struct Quarantine {
     lake: Arc<dyn ObjectStore>,
     path: String,
@@ -319,10 +623,10 @@ fn lake_io(e: std::io::Error) -> PipelineError {
 }
 
 impl Quarantine {
-    fn new(lake: Arc<dyn ObjectStore>, key: &str) -> Self {
+    fn new(lake: Arc<dyn ObjectStore>, path: String) -> Self {
         Quarantine {
             lake,
-            path: quarantine_path(key),
+            path,
             writer: None,
             line: Vec::with_capacity(256),
         }

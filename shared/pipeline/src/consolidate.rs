@@ -15,10 +15,11 @@ use object_store::ObjectStoreExt;
 use serde::Serialize;
 use streamcube_model::batch::day_csv;
 use streamcube_model::catalog::Catalog;
-use streamcube_model::cube::{Cube, DimsRef, Fact};
+use streamcube_model::cube::{Cell, Cube, Dims, DimsRef, Fact};
 use streamcube_model::event::SilverEvent;
 use streamcube_model::query::{day_of_hour, first_hour};
 
+use crate::export;
 use crate::ports::{DayManifest, Level, StoreError};
 use crate::{Pipeline, PipelineError};
 
@@ -45,11 +46,6 @@ pub struct DaySummary {
     pub events: u64,
     pub day_cells: u64,
     pub hour_cells: u64,
-}
-
-/// Where a published day's cube is exported in the lake (the contract's cube CSV form).
-pub fn export_path(day: NaiveDate) -> String {
-    format!("exports/cube/day={}/cube.csv", day.format("%Y-%m-%d"))
 }
 
 /// Groups hour partitions (hours since the epoch) by day.
@@ -166,6 +162,8 @@ impl Pipeline {
                 .unwrap_or_default();
             let mut day_cube = Cube::new(&self.config.cuboids);
             let mut hour_cells = 0;
+            // Every hour's cells, for the Parquet export.
+            let mut all_hours: Vec<(u8, Vec<(Dims, Cell)>)> = Vec::new();
             for h in 0..24u8 {
                 if touched.contains(&h) {
                     let events = self
@@ -186,10 +184,13 @@ impl Pipeline {
                         day_cube.merge_cell(dims.as_ref(), cell);
                     }
                     hours.insert(h, generation);
+                    all_hours.push((h, cells));
                 } else if let Some(g) = hours.get(&h) {
-                    for (dims, cell) in gold.cells(day, Level::Hour(h), *g, None).await? {
-                        day_cube.merge_cell(dims.as_ref(), &cell);
+                    let cells = gold.cells(day, Level::Hour(h), *g, None).await?;
+                    for (dims, cell) in &cells {
+                        day_cube.merge_cell(dims.as_ref(), cell);
                     }
+                    all_hours.push((h, cells));
                 }
             }
             let events = day_cube
@@ -209,15 +210,10 @@ impl Pipeline {
             };
             match gold.publish(&manifest, expected_version).await {
                 Ok(()) => {
-                    // The published day as a file for tools that read the lake. Written after
-                    // the flip, so a failure leaves gold right and the retry rewrites it.
-                    self.stores
-                        .lake
-                        .put(
-                            &object_store::path::Path::from(export_path(day)),
-                            day_csv(day, &day_cells).into(),
-                        )
-                        .await?;
+                    // The published day as files for tools that read the lake, and its
+                    // partition in the table catalog. Written after the flip, so a failure
+                    // leaves gold right and the retry rewrites them.
+                    self.export_day(day, &day_cells, all_hours).await?;
                     // What the flip replaced is garbage now; readers still on it notice the
                     // manifest moved and read again.
                     let keep = manifest.referenced();
@@ -249,6 +245,34 @@ impl Pipeline {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Writes the day's CSV and Parquet exports and registers its partition.
+    async fn export_day(
+        &self,
+        day: NaiveDate,
+        day_cells: &[(Dims, Cell)],
+        hours: Vec<(u8, Vec<(Dims, Cell)>)>,
+    ) -> Result<(), PipelineError> {
+        let lake = &self.stores.lake;
+        lake.put(
+            &object_store::path::Path::from(export::csv_path(day)),
+            day_csv(day, day_cells).into(),
+        )
+        .await?;
+        let day_cells = day_cells.to_vec();
+        let parquet = tokio::task::spawn_blocking(move || export::day_parquet(&day_cells, &hours))
+            .await
+            .map_err(|e| PipelineError::Task(e.to_string()))??;
+        lake.put(
+            &object_store::path::Path::from(export::parquet_path(day)),
+            parquet.into(),
+        )
+        .await?;
+        if let Some(catalog) = &self.stores.partitions {
+            catalog.register_day(day).await?;
+        }
+        Ok(())
     }
 
     /// Deletes cells of the given generations. A failure only leaves garbage, which the orphan

@@ -23,12 +23,19 @@ pub enum PipelineError {
         #[source]
         source: std::io::Error,
     },
+    /// A paused object was overwritten before it was finished: the checkpoint no longer
+    /// matches its bytes. Retrying will not help; the new version is processed on its own.
+    #[error("the object `{key}` changed while it was being processed in parts")]
+    ObjectChanged { key: String },
     #[error(
         "the object `{0}` has no format we read (.csv, .jsonl, .ndjson, .json, optionally .gz)"
     )]
     UnknownFormat(String),
     #[error("the catalog file is not usable: {0}")]
     Catalog(#[from] streamcube_model::catalog::CatalogError),
+    /// The day's Parquet export cannot be encoded.
+    #[error("the Parquet export failed")]
+    Export(#[from] parquet::errors::ParquetError),
     #[error("a background task failed: {0}")]
     Task(String),
 }

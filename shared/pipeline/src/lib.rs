@@ -13,8 +13,10 @@ pub mod conformance;
 pub mod consolidate;
 pub mod erase;
 pub mod error;
+pub mod export;
 pub mod http;
 pub mod ingest;
+pub mod kafka;
 pub mod ports;
 pub mod query;
 
@@ -24,7 +26,7 @@ use object_store::ObjectStore;
 
 pub use config::PipelineConfig;
 pub use error::PipelineError;
-use ports::{CatalogStore, GoldStore, LedgerStore, SilverStore};
+use ports::{CatalogStore, GoldStore, LedgerStore, PartitionCatalog, SilverStore};
 
 /// The adapters of one backend.
 #[derive(Clone)]
@@ -37,6 +39,8 @@ pub struct Stores {
     pub bronze: Arc<dyn ObjectStore>,
     /// Quarantine, reports and exports.
     pub lake: Arc<dyn ObjectStore>,
+    /// The table catalog that query engines read the exports through, where there is one.
+    pub partitions: Option<Arc<dyn PartitionCatalog>>,
 }
 
 /// The services over one backend and configuration. Cheap to clone.

@@ -63,6 +63,13 @@ pub trait SilverStore: Send + Sync {
     /// Within one call, a later event with the id of an earlier one is a duplicate.
     async fn put_new(&self, events: &[SilverEvent]) -> StoreResult<Vec<PutOutcome>>;
 
+    /// [`Self::put_new`] for bulk loads (bronze files): the same outcomes, but an adapter may
+    /// use fewer, larger calls at the price of exact first-writer-wins between two inputs that
+    /// race on the same new id (the event is still stored once, and counted once in gold).
+    async fn put_new_bulk(&self, events: &[SilverEvent]) -> StoreResult<Vec<PutOutcome>> {
+        self.put_new(events).await
+    }
+
     /// Every event of an hour partition (hours since the Unix epoch).
     async fn hour_events(&self, hour: i64) -> StoreResult<Vec<SilverEvent>>;
 
@@ -178,6 +185,15 @@ pub trait LedgerStore: Send + Sync {
         version: &str,
         report: &FileReport,
     ) -> StoreResult<()>;
+}
+
+/// The lake's table catalog (the Glue Data Catalog on AWS): makes a published day's export
+/// visible to query engines.
+#[async_trait]
+pub trait PartitionCatalog: Send + Sync {
+    /// Creates or updates the gold table's partition of `day` (creating the database and the
+    /// table first if they are missing). Repeating it is harmless.
+    async fn register_day(&self, day: NaiveDate) -> StoreResult<()>;
 }
 
 /// Silver's change feed on the embedded backend: which hour partitions changed since they were

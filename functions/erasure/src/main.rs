@@ -1,0 +1,17 @@
+//! Cold start: read the configuration and open the backend once, then serve invocations.
+
+use lambda_http::{Error, run, service_fn};
+use streamcube_lambda::Settings;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let pipeline = Settings::from_env(|k| std::env::var(k).ok())?
+        .pipeline()
+        .await?;
+    run(service_fn(move |req| {
+        let pipeline = pipeline.clone();
+        async move { erasure::handler(&pipeline, req).await }
+    }))
+    .await
+}

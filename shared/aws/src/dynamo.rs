@@ -1,0 +1,198 @@
+//! What every DynamoDB adapter shares: error mapping, batched writes and reads with retries of
+//! unprocessed items (exponential backoff, full jitter), attribute helpers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, WriteRequest};
+use futures::{StreamExt, TryStreamExt};
+use streamcube_pipeline::ports::{StoreError, StoreResult};
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Items per `BatchWriteItem` call (the service's limit).
+pub const WRITE_BATCH: usize = 25;
+/// Keys per `BatchGetItem` call (the service's limit).
+pub const GET_BATCH: usize = 100;
+/// Batch calls in flight at once per adapter call.
+pub const CONCURRENCY: usize = 8;
+/// Rounds of retrying unprocessed items before giving up as throttled.
+const MAX_ROUNDS: u32 = 10;
+
+const THROTTLING: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "LimitExceededException",
+];
+
+/// Maps an SDK failure into the pipeline's terms; the SDK's text stays in the source chain (for
+/// logs), never in a response.
+pub fn store_err<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match e.code() {
+        Some(code) if THROTTLING.contains(&code) => StoreError::Throttled,
+        Some("ConditionalCheckFailedException") => StoreError::Conflict,
+        _ => StoreError::backend(e),
+    }
+}
+
+/// Whether the failure is a lost condition.
+pub fn is_condition_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+/// The wait before retry round `round` (1, 2, ...): exponential, capped, with full jitter.
+pub fn backoff(round: u32) -> Duration {
+    let cap_ms: u64 = 50u64.saturating_mul(1 << round.min(7)).min(5_000);
+    Duration::from_millis(rand::random_range(0..=cap_ms))
+}
+
+/// Writes (puts or deletes) in calls of 25, several in flight, retrying unprocessed items.
+pub async fn batch_write(
+    client: &Client,
+    table: &str,
+    requests: Vec<WriteRequest>,
+) -> StoreResult<()> {
+    let chunks: Vec<Vec<WriteRequest>> = requests
+        .chunks(WRITE_BATCH)
+        .map(<[WriteRequest]>::to_vec)
+        .collect();
+    futures::stream::iter(chunks)
+        .map(|chunk| write_chunk(client, table, chunk))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+async fn write_chunk(
+    client: &Client,
+    table: &str,
+    mut chunk: Vec<WriteRequest>,
+) -> StoreResult<()> {
+    let mut round = 0;
+    loop {
+        let out = client
+            .batch_write_item()
+            .request_items(table, chunk)
+            .send()
+            .await
+            .map_err(store_err)?;
+        chunk = out
+            .unprocessed_items
+            .and_then(|mut m| m.remove(table))
+            .unwrap_or_default();
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        round += 1;
+        if round > MAX_ROUNDS {
+            return Err(StoreError::Throttled);
+        }
+        tracing::debug!(
+            unprocessed = chunk.len(),
+            round,
+            "retrying unprocessed writes"
+        );
+        tokio::time::sleep(backoff(round)).await;
+    }
+}
+
+/// Reads items by key in calls of 100, several in flight, retrying unprocessed keys. Missing
+/// items are simply absent from the result.
+pub async fn batch_get(
+    client: &Client,
+    table: &str,
+    keys: Vec<Item>,
+    projection: &str,
+) -> StoreResult<Vec<Item>> {
+    let chunks: Vec<Vec<Item>> = keys.chunks(GET_BATCH).map(<[Item]>::to_vec).collect();
+    let parts: Vec<Vec<Item>> = futures::stream::iter(chunks)
+        .map(|chunk| get_chunk(client, table, chunk, projection))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
+async fn get_chunk(
+    client: &Client,
+    table: &str,
+    keys: Vec<Item>,
+    projection: &str,
+) -> StoreResult<Vec<Item>> {
+    let mut found = Vec::with_capacity(keys.len());
+    let mut request = KeysAndAttributes::builder()
+        .set_keys(Some(keys))
+        .projection_expression(projection)
+        .consistent_read(true)
+        .build()
+        .map_err(StoreError::backend)?;
+    let mut round = 0;
+    loop {
+        let out = client
+            .batch_get_item()
+            .request_items(table, request)
+            .send()
+            .await
+            .map_err(store_err)?;
+        if let Some(mut items) = out.responses
+            && let Some(items) = items.remove(table)
+        {
+            found.extend(items);
+        }
+        match out.unprocessed_keys.and_then(|mut m| m.remove(table)) {
+            Some(rest) if !rest.keys().is_empty() => request = rest,
+            _ => return Ok(found),
+        }
+        round += 1;
+        if round > MAX_ROUNDS {
+            return Err(StoreError::Throttled);
+        }
+        tokio::time::sleep(backoff(round)).await;
+    }
+}
+
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// A string attribute, or a corrupt-data error naming it.
+pub fn get_s<'a>(item: &'a Item, name: &str) -> StoreResult<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        _ => Err(StoreError::Corrupt(format!(
+            "attribute `{name}` is not a string"
+        ))),
+    }
+}
+
+/// A number attribute parsed as `T`, or a corrupt-data error naming it.
+pub fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> StoreResult<T> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("attribute `{name}` is out of range: {v}"))),
+        _ => Err(StoreError::Corrupt(format!(
+            "attribute `{name}` is not a number"
+        ))),
+    }
+}
+
+/// An optional number attribute.
+pub fn get_opt_n<T: std::str::FromStr>(item: &Item, name: &str) -> StoreResult<Option<T>> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(_) => get_n(item, name).map(Some),
+    }
+}

@@ -1,0 +1,283 @@
+//! Gold in DynamoDB: the cube table holds, per day,
+//! - the manifest (`pk = day#<day>`, `sk = manifest`): which generation readers see, replaced by
+//!   a conditional write on its `version` (the atomic publish);
+//! - a registry of the generations written (`pk = day#<day>`, `sk = gen#<level>#<generation>`),
+//!   written before their cells, so unpublished leftovers are always found and swept;
+//! - the cells, as encoded blocks of at most [`BLOCK_BYTES`] (`pk = cells#<day>#<level>#<generation>`,
+//!   `sk = <cuboid>#<chunk>`): one partition key per level and generation, so a day's hours
+//!   write to 25 partitions in parallel and a query reads one cuboid with one `Query`.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use chrono::NaiveDate;
+use streamcube_model::codec::{by_cuboid, decode_cells, encode_cells};
+use streamcube_model::cube::{Cell, Cuboid, Dims};
+use streamcube_pipeline::ports::{DayManifest, GoldStore, Level, StoreError, StoreResult};
+
+use crate::dynamo::{Item, batch_write, get_s, is_condition_failed, n, s, store_err};
+
+/// Largest encoded block per item (DynamoDB items are limited to 400 KB).
+pub const BLOCK_BYTES: usize = 300_000;
+
+#[derive(Clone, Debug)]
+pub struct DynamoGold {
+    client: Client,
+    table: String,
+}
+
+fn level_code(l: Level) -> String {
+    match l {
+        Level::Day => "d".to_owned(),
+        Level::Hour(h) => format!("h{h:02}"),
+    }
+}
+
+fn level_of(code: &str) -> StoreResult<Level> {
+    match code {
+        "d" => Ok(Level::Day),
+        h => h
+            .strip_prefix('h')
+            .and_then(|h| h.parse::<u8>().ok())
+            .filter(|h| *h < 24)
+            .map(Level::Hour)
+            .ok_or_else(|| StoreError::Corrupt(format!("level `{code}`"))),
+    }
+}
+
+fn day_pk(day: NaiveDate) -> String {
+    format!("day#{day}")
+}
+
+fn cells_pk(day: NaiveDate, level: Level, generation: u64) -> String {
+    format!("cells#{day}#{}#{generation}", level_code(level))
+}
+
+fn gen_sk(level: Level, generation: u64) -> String {
+    format!("gen#{}#{generation:020}", level_code(level))
+}
+
+/// Splits one cuboid's cells into encoded blocks under [`BLOCK_BYTES`].
+fn blocks(cells: &[(Dims, Cell)]) -> Vec<Vec<u8>> {
+    let whole = encode_cells(cells);
+    if whole.len() <= BLOCK_BYTES || cells.len() < 2 {
+        return vec![whole];
+    }
+    let (a, b) = cells.split_at(cells.len() / 2);
+    let mut out = blocks(a);
+    out.extend(blocks(b));
+    out
+}
+
+fn key(pk: String, sk: String) -> Item {
+    Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+fn put(item: Item) -> StoreResult<WriteRequest> {
+    Ok(WriteRequest::builder()
+        .put_request(
+            PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(StoreError::backend)?,
+        )
+        .build())
+}
+
+fn delete(key: Item) -> StoreResult<WriteRequest> {
+    Ok(WriteRequest::builder()
+        .delete_request(
+            DeleteRequest::builder()
+                .set_key(Some(key))
+                .build()
+                .map_err(StoreError::backend)?,
+        )
+        .build())
+}
+
+impl DynamoGold {
+    pub fn new(client: Client, table: &str) -> Self {
+        DynamoGold {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    /// Items of a partition key whose sort key starts with `prefix`, strongly consistent.
+    async fn query(&self, pk: &str, prefix: &str, keys_only: bool) -> StoreResult<Vec<Item>> {
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_values(":pk", s(pk));
+        // An empty prefix is not a valid `begins_with` operand: the whole partition then.
+        q = if prefix.is_empty() {
+            q.key_condition_expression("pk = :pk")
+        } else {
+            q.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":p", s(prefix))
+        };
+        q.set_projection_expression(keys_only.then(|| "pk, sk".to_owned()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(store_err)
+    }
+
+    async fn delete_partition(&self, pk: &str) -> StoreResult<()> {
+        let keys = self.query(pk, "", true).await?;
+        let requests = keys
+            .into_iter()
+            .map(delete)
+            .collect::<StoreResult<Vec<_>>>()?;
+        batch_write(&self.client, &self.table, requests).await
+    }
+}
+
+#[async_trait]
+impl GoldStore for DynamoGold {
+    async fn manifest(&self, day: NaiveDate) -> StoreResult<Option<DayManifest>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(day_pk(day), "manifest".into())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_err)?;
+        out.item
+            .map(|item| {
+                serde_json::from_str(get_s(&item, "body")?)
+                    .map_err(|e| StoreError::Corrupt(format!("manifest of {day}: {e}")))
+            })
+            .transpose()
+    }
+
+    async fn put_cells(
+        &self,
+        day: NaiveDate,
+        level: Level,
+        generation: u64,
+        cells: &[(Dims, Cell)],
+    ) -> StoreResult<()> {
+        // Registered first: if the cells are half written when this process dies, the registry
+        // still lists them for the sweep.
+        let mut reg = key(day_pk(day), gen_sk(level, generation));
+        reg.insert("written_at".into(), n(chrono::Utc::now().timestamp()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(reg))
+            .send()
+            .await
+            .map_err(store_err)?;
+        let pk = cells_pk(day, level, generation);
+        // A repeat replaces: drop what an earlier attempt left under this generation.
+        self.delete_partition(&pk).await?;
+        let mut requests = Vec::new();
+        for (cuboid, cells) in by_cuboid(cells) {
+            for (chunk, block) in blocks(&cells).into_iter().enumerate() {
+                let mut item = key(pk.clone(), format!("{cuboid:03}#{chunk:05}"));
+                item.insert("cells".into(), AttributeValue::B(Blob::new(block)));
+                requests.push(put(item)?);
+            }
+        }
+        batch_write(&self.client, &self.table, requests).await
+    }
+
+    async fn publish(&self, manifest: &DayManifest, expected_version: u64) -> StoreResult<()> {
+        let day = manifest
+            .day
+            .ok_or_else(|| StoreError::Corrupt("a manifest without a day".into()))?;
+        let body =
+            serde_json::to_string(manifest).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut item = key(day_pk(day), "manifest".into());
+        item.insert("version".into(), n(manifest.version));
+        item.insert("body".into(), s(body));
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        put = if expected_version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("#v = :expected")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(":expected", n(expected_version))
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    async fn cells(
+        &self,
+        day: NaiveDate,
+        level: Level,
+        generation: u64,
+        cuboid: Option<Cuboid>,
+    ) -> StoreResult<Vec<(Dims, Cell)>> {
+        let prefix = cuboid
+            .map(|c| format!("{:03}#", c.bits()))
+            .unwrap_or_default();
+        let items = self
+            .query(&cells_pk(day, level, generation), &prefix, false)
+            .await?;
+        let mut out = Vec::new();
+        for item in &items {
+            let Some(AttributeValue::B(block)) = item.get("cells") else {
+                return Err(StoreError::Corrupt("a cell block without cells".into()));
+            };
+            out.extend(
+                decode_cells(block.as_ref()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn stale_generations(
+        &self,
+        day: NaiveDate,
+        keep: &[(Level, u64)],
+    ) -> StoreResult<Vec<(Level, u64)>> {
+        let mut out = Vec::new();
+        for item in self.query(&day_pk(day), "gen#", true).await? {
+            let sk = get_s(&item, "sk")?;
+            let mut parts = sk.splitn(3, '#').skip(1);
+            let (Some(level), Some(generation)) = (parts.next(), parts.next()) else {
+                return Err(StoreError::Corrupt(format!("registry key `{sk}`")));
+            };
+            let found = (
+                level_of(level)?,
+                generation
+                    .parse::<u64>()
+                    .map_err(|_| StoreError::Corrupt(format!("registry key `{sk}`")))?,
+            );
+            if !keep.contains(&found) {
+                out.push(found);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_cells(&self, day: NaiveDate, level: Level, generation: u64) -> StoreResult<()> {
+        self.delete_partition(&cells_pk(day, level, generation))
+            .await?;
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(day_pk(day), gen_sk(level, generation))))
+            .send()
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,289 @@
+//! The AWS adapters on a local AWS emulator (`moto_server`, started by `scripts/test.sh`, which
+//! exports `AWS_ENDPOINT_URL` and creates the two buckets): the port conformance suite, then the
+//! whole pipeline on DynamoDB, S3 and Glue, compared with the embedded backend on the same files.
+
+use std::sync::Arc;
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use streamcube_aws::{AwsBackend, AwsNames, glue::GlueCatalog, provision};
+use streamcube_datagen::GenConfig;
+use streamcube_embedded::EmbeddedBackend;
+use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
+use streamcube_model::query::{Query, QueryLimits};
+use streamcube_pipeline::{Pipeline, PipelineConfig, Stores, conformance, export};
+
+fn require(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: these tests need the AWS emulator; run `scripts/test.sh`, which \
+             starts moto_server on 127.0.0.1 and sets it"
+        )
+    })
+}
+
+/// Fresh tables (unique names) on the emulator, and the test buckets.
+async fn backend(tag: &str) -> AwsBackend {
+    require("AWS_ENDPOINT_URL");
+    let run = format!("{tag}-{}", hex::encode(rand::random::<[u8; 4]>()));
+    let names = AwsNames {
+        silver_table: format!("silver-{run}"),
+        cube_table: format!("cube-{run}"),
+        catalog_table: format!("catalog-{run}"),
+        bronze_bucket: require("STREAMCUBE_TEST_BRONZE_BUCKET"),
+        lake_bucket: require("STREAMCUBE_TEST_LAKE_BUCKET"),
+        glue_database: format!("streamcube_{}", run.replace('-', "_")),
+        glue_table: "cube".into(),
+        retention_days: Some(400),
+    };
+    let aws = AwsBackend::connect(names).await;
+    provision::create_tables(&aws.dynamo, &aws.names)
+        .await
+        .expect("tables created on the emulator");
+    aws
+}
+
+fn stores(aws: &AwsBackend) -> Stores {
+    aws.stores().expect("the S3 clients build")
+}
+
+macro_rules! checks {
+    ($port:ident: $($check:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let aws = backend(stringify!($check)).await;
+                conformance::$check(&*stores(&aws).$port).await;
+            }
+        )+
+    };
+}
+
+checks!(silver:
+    silver_outcomes,
+    silver_repeat_within_call,
+    silver_repeat_same_origin_within_call,
+    silver_first_writer_wins,
+    silver_round_trip,
+    silver_hour_boundaries,
+    silver_viewer_events,
+    silver_delete,
+    silver_large_batch,
+);
+
+checks!(gold:
+    gold_manifest_publish,
+    gold_concurrent_publish,
+    gold_cells_round_trip,
+    gold_cells_by_cuboid,
+    gold_levels_and_generations,
+    gold_put_cells_idempotent,
+    gold_stale_and_delete,
+);
+
+checks!(catalog: catalog_store);
+checks!(ledger: ledger_store);
+
+/// The bulk path bronze files take (`BatchGetItem` + `BatchWriteItem`) decides like `put_new`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_writes_decide_like_conditional_ones() {
+    use streamcube_pipeline::ports::PutOutcome::*;
+    use streamcube_pipeline::ports::SilverStore;
+    let aws = backend("bulk").await;
+    let silver = streamcube_aws::silver::DynamoSilver::new(
+        aws.dynamo.clone(),
+        &aws.names.silver_table,
+        None,
+    );
+    let key = PseudonymKey::from_bytes("t", vec![5; 32]).expect("key");
+    let p = Pseudonymizer::new(&key);
+    let event = |id: &str, origin: &str| streamcube_model::event::SilverEvent {
+        event_id: id.into(),
+        occurred_at_ms: 1_793_000_000_000,
+        viewer: p.pseudonymize("viewer"),
+        content_id: "c1".into(),
+        device: streamcube_model::event::Device::Tv,
+        country: "BR".parse().expect("country"),
+        watch_seconds: 10,
+        bitrate_kbps: None,
+        buffering_ms: Some(3),
+        completed: false,
+        origin: origin.into(),
+    };
+    // 60 events: three BatchWriteItem calls, one id repeated within the call.
+    let mut events: Vec<_> = (0..60)
+        .map(|i| event(&format!("b{i}"), &format!("f#v:{i}")))
+        .collect();
+    events.push(event("b7", "f#v:99"));
+    let out = silver.put_new_bulk(&events).await.expect("bulk write");
+    assert_eq!(out.iter().filter(|o| **o == Inserted).count(), 60);
+    assert_eq!(out[60], Duplicate);
+    // The same rows again (a retried file): already stored; another file's row: duplicate.
+    let again = silver.put_new_bulk(&events[..3]).await.expect("retry");
+    assert_eq!(again, [AlreadyStored, AlreadyStored, AlreadyStored]);
+    let other = silver
+        .put_new_bulk(&[event("b1", "g#v:1")])
+        .await
+        .expect("other file");
+    assert_eq!(other, [Duplicate]);
+    let hour = events[0].hour();
+    assert_eq!(silver.hour_events(hour).await.expect("hour").len(), 60);
+}
+
+fn key() -> PseudonymKey {
+    PseudonymKey::from_bytes("t", vec![7; 32]).expect("key")
+}
+
+fn pipeline(stores: Stores) -> Pipeline {
+    Pipeline::new(stores, PipelineConfig::new(Pseudonymizer::new(&key())))
+}
+
+/// Small generated files with bad rows and duplicates, two days.
+fn files() -> (Vec<u8>, Vec<u8>, GenConfig) {
+    let cfg = GenConfig {
+        events: 1_500,
+        days: 2,
+        start: chrono::NaiveDate::from_ymd_opt(2026, 10, 3).expect("date"),
+        viewers: 300,
+        titles: 40,
+        genres: 4,
+        duplicate_rate: 0.02,
+        uncatalogued_rate: 0.05,
+        bad_rows: 30,
+        seed: 7,
+    };
+    let mut catalog = Vec::new();
+    streamcube_datagen::write_catalog(&cfg, &mut catalog).expect("catalog");
+    let mut events = Vec::new();
+    streamcube_datagen::write_events(&cfg, &mut events, |_| {}).expect("events");
+    (catalog, events, cfg)
+}
+
+async fn land(store: &Arc<dyn ObjectStore>, key: &str, bytes: &[u8]) {
+    store
+        .put(&Path::from(key), bytes.to_vec().into())
+        .await
+        .expect("landed in bronze");
+}
+
+/// Loads the files, consolidates every hour of the range and answers the dashboard's queries.
+async fn run(p: &Pipeline, prefix: &str, cfg: &GenConfig) -> Vec<String> {
+    let (catalog, events, _) = files();
+    let catalog_key = format!("reference/catalog/{prefix}/catalog.csv");
+    let events_key = format!("events/{prefix}/part 1.csv");
+    land(&p.stores.bronze, &catalog_key, &catalog).await;
+    land(&p.stores.bronze, &events_key, &events).await;
+    p.process_object(&catalog_key, None).await.expect("catalog");
+    let out = p.process_object(&events_key, None).await.expect("events");
+    assert!(!out.already_processed);
+    let c = &out.report.counts;
+    assert_eq!(c.rows, c.accepted + c.duplicates + c.rejected);
+    assert!(c.rejected >= 25 && c.duplicates > 0, "{c:?}");
+    let first = first_hour(cfg);
+    let hours: Vec<i64> = (first..first + 24 * i64::from(cfg.days)).collect();
+    for day in p.consolidate_hours(&hours).await.expect("consolidated") {
+        assert!(day.result.is_ok(), "{day:?}");
+    }
+    answers(p, cfg).await
+}
+
+fn first_hour(cfg: &GenConfig) -> i64 {
+    streamcube_model::query::first_hour(cfg.start)
+}
+
+async fn answers(p: &Pipeline, cfg: &GenConfig) -> Vec<String> {
+    let to = cfg.start + chrono::Days::new(u64::from(cfg.days) - 1);
+    let (from, to) = (cfg.start.to_string(), to.to_string());
+    let queries: [Vec<(&str, &str)>; 3] = [
+        vec![
+            ("granularity", "total"),
+            ("measures", "plays,watch_seconds,completed,unique_viewers"),
+        ],
+        vec![
+            ("granularity", "day"),
+            ("group_by", "country,device"),
+            ("measures", "plays,unique_viewers,avg_bitrate_kbps"),
+        ],
+        vec![
+            ("granularity", "total"),
+            ("group_by", "genre"),
+            ("order_by", "plays"),
+            ("limit", "3"),
+        ],
+    ];
+    let mut out = Vec::new();
+    for q in queries {
+        let mut params = vec![("from", from.as_str()), ("to", to.as_str())];
+        params.extend(q);
+        let query = Query::from_params(params, &QueryLimits::default()).expect("query");
+        out.push(p.query(&query).await.expect("answer").result.to_csv());
+    }
+    out
+}
+
+/// The same files through DynamoDB, S3 and Glue and through SQLite give the same cube; the
+/// Parquet export and the Glue partition are there; a redelivered object and a replayed
+/// consolidation change nothing; an erased viewer is gone on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_on_aws_equals_embedded() {
+    let aws = backend("e2e").await;
+    let on_aws = pipeline(stores(&aws));
+    let dir = tempfile::tempdir().expect("tmp");
+    let local = pipeline(
+        EmbeddedBackend::open(dir.path())
+            .expect("embedded")
+            .stores(),
+    );
+    let (_, _, cfg) = files();
+    let prefix = aws.names.silver_table.clone();
+    let expected = run(&local, &prefix, &cfg).await;
+    let got = run(&on_aws, &prefix, &cfg).await;
+    assert_eq!(got, expected, "DynamoDB/S3 and SQLite answer alike");
+    assert!(expected[0].lines().count() == 2, "{}", expected[0]);
+
+    // Parquet in the lake, registered in Glue.
+    let glue = GlueCatalog::new(
+        aws.glue.clone(),
+        &aws.names.glue_database,
+        &aws.names.glue_table,
+        &format!("s3://{}/{}", aws.names.lake_bucket, export::GOLD_PREFIX),
+    );
+    for d in 0..cfg.days {
+        let day = cfg.start + chrono::Days::new(u64::from(d));
+        let bytes = on_aws
+            .stores
+            .lake
+            .get(&Path::from(export::parquet_path(day)))
+            .await
+            .expect("the day's Parquet export")
+            .bytes()
+            .await
+            .expect("bytes");
+        assert_eq!(&bytes[..4], b"PAR1");
+        assert_eq!(
+            glue.partition_location(day).await.expect("glue").as_deref(),
+            Some(format!("s3://{}/gold/cube/day={day}/", aws.names.lake_bucket).as_str())
+        );
+    }
+
+    // Redelivery and replay.
+    let events_key = format!("events/{prefix}/part 1.csv");
+    let again = on_aws
+        .process_object(&events_key, None)
+        .await
+        .expect("redelivered");
+    assert!(again.already_processed);
+    let first = first_hour(&cfg);
+    let hours: Vec<i64> = (first..first + 48).collect();
+    on_aws.consolidate_hours(&hours).await.expect("replayed");
+    assert_eq!(answers(&on_aws, &cfg).await, expected);
+
+    // Erasure: the same viewer on both backends, then the same answers again.
+    let gone_aws = on_aws.erase_viewer("v000001").await.expect("erased");
+    let gone_local = local.erase_viewer("v000001").await.expect("erased");
+    assert!(gone_aws.events_deleted > 0);
+    assert_eq!(gone_aws.events_deleted, gone_local.events_deleted);
+    let after = answers(&on_aws, &cfg).await;
+    assert_ne!(after, expected);
+    assert_eq!(after, answers(&local, &cfg).await);
+}

@@ -1,0 +1,212 @@
+//! The published day as files for the lake: the cube CSV of the contract and a Parquet file
+//! that Athena, Redshift Spectrum, EMR and QuickSight read through the gold table's partition.
+//!
+//! The Parquet file holds the day-level cells and every hour's cells, told apart by `level`
+//! (`day` or `hour`) and `hour`; a rolled-up dimension is null. The day itself is the partition
+//! (`gold/cube/day=YYYY-MM-DD/`), not a column.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use parquet::basic::Compression;
+use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
+use parquet::errors::ParquetError;
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+use streamcube_model::cube::{Cell, Dims};
+
+/// Where the gold Parquet files live in the lake.
+pub const GOLD_PREFIX: &str = "gold/cube/";
+
+/// The CSV export of a day.
+pub fn csv_path(day: NaiveDate) -> String {
+    format!("exports/cube/day={}/cube.csv", day.format("%Y-%m-%d"))
+}
+
+/// The Parquet export of a day.
+pub fn parquet_path(day: NaiveDate) -> String {
+    format!("{GOLD_PREFIX}day={}/cube.parquet", day.format("%Y-%m-%d"))
+}
+
+/// The schema of the gold table's files (the Glue table declares the same columns).
+pub const PARQUET_SCHEMA: &str = "message cube {
+    REQUIRED BYTE_ARRAY level (UTF8);
+    OPTIONAL INT32 hour;
+    OPTIONAL BYTE_ARRAY country (UTF8);
+    OPTIONAL BYTE_ARRAY device (UTF8);
+    OPTIONAL BYTE_ARRAY genre (UTF8);
+    OPTIONAL BYTE_ARRAY content_id (UTF8);
+    REQUIRED INT64 plays;
+    REQUIRED INT64 watch_seconds;
+    REQUIRED INT64 completed;
+    REQUIRED INT64 buffering_ms;
+    REQUIRED INT64 bitrate_sum;
+    REQUIRED INT64 bitrate_count;
+    REQUIRED INT64 unique_viewers;
+}";
+
+/// Rows per row group: bounded memory for readers, few groups for a typical day.
+const ROW_GROUP: usize = 256 * 1024;
+
+struct Row<'a> {
+    hour: Option<u8>,
+    dims: &'a Dims,
+    cell: &'a Cell,
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Encodes a day's cells (day level, then each hour) as a Snappy-compressed Parquet file.
+pub fn day_parquet(
+    day_cells: &[(Dims, Cell)],
+    hour_cells: &[(u8, Vec<(Dims, Cell)>)],
+) -> Result<Vec<u8>, ParquetError> {
+    let rows: Vec<Row<'_>> = day_cells
+        .iter()
+        .map(|(dims, cell)| Row {
+            hour: None,
+            dims,
+            cell,
+        })
+        .chain(hour_cells.iter().flat_map(|(h, cells)| {
+            cells.iter().map(move |(dims, cell)| Row {
+                hour: Some(*h),
+                dims,
+                cell,
+            })
+        }))
+        .collect();
+    let schema = Arc::new(parse_message_type(PARQUET_SCHEMA)?);
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build(),
+    );
+    let mut out = Vec::new();
+    let mut writer = SerializedFileWriter::new(&mut out, schema, props)?;
+    for group in rows.chunks(ROW_GROUP) {
+        let mut rg = writer.next_row_group()?;
+        let mut column = 0;
+        while let Some(mut col) = rg.next_column()? {
+            match column {
+                0 => {
+                    let v: Vec<ByteArray> = group
+                        .iter()
+                        .map(|r| ByteArray::from(if r.hour.is_some() { "hour" } else { "day" }))
+                        .collect();
+                    col.typed::<ByteArrayType>().write_batch(&v, None, None)?;
+                }
+                1 => {
+                    let v: Vec<i32> = group.iter().filter_map(|r| r.hour.map(i32::from)).collect();
+                    let d: Vec<i16> = group.iter().map(|r| i16::from(r.hour.is_some())).collect();
+                    col.typed::<Int32Type>().write_batch(&v, Some(&d), None)?;
+                }
+                2..=5 => {
+                    let text = |r: &Row<'_>| -> Option<String> {
+                        match column {
+                            2 => r.dims.country.map(|c| c.as_str().to_owned()),
+                            3 => r.dims.device.map(|d| d.as_str().to_owned()),
+                            4 => r.dims.genre.clone(),
+                            _ => r.dims.content_id.clone(),
+                        }
+                    };
+                    let texts: Vec<Option<String>> = group.iter().map(text).collect();
+                    let v: Vec<ByteArray> = texts
+                        .iter()
+                        .flatten()
+                        .map(|t| ByteArray::from(t.as_str()))
+                        .collect();
+                    let d: Vec<i16> = texts.iter().map(|t| i16::from(t.is_some())).collect();
+                    col.typed::<ByteArrayType>()
+                        .write_batch(&v, Some(&d), None)?;
+                }
+                _ => {
+                    let v: Vec<i64> = group
+                        .iter()
+                        .map(|r| {
+                            let m = &r.cell.measures;
+                            int(match column {
+                                6 => m.plays,
+                                7 => m.watch_seconds,
+                                8 => m.completed,
+                                9 => m.buffering_ms,
+                                10 => m.bitrate_sum,
+                                11 => m.bitrate_count,
+                                _ => r.cell.viewers.estimate(),
+                            })
+                        })
+                        .collect();
+                    col.typed::<Int64Type>().write_batch(&v, None, None)?;
+                }
+            }
+            col.close()?;
+            column += 1;
+        }
+        rg.close()?;
+    }
+    writer.close()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    use streamcube_model::cube::Measures;
+    use streamcube_model::event::{Country, Device};
+
+    fn cell(plays: u64) -> Cell {
+        Cell {
+            measures: Measures {
+                plays,
+                watch_seconds: plays * 60,
+                ..Measures::default()
+            },
+            ..Cell::default()
+        }
+    }
+
+    #[test]
+    fn parquet_round_trip() {
+        let all = Dims::default();
+        let br = Dims {
+            country: Some("BR".parse::<Country>().expect("country")),
+            device: Some(Device::Tv),
+            genre: Some("drama".into()),
+            content_id: None,
+        };
+        let day = vec![(all.clone(), cell(3)), (br.clone(), cell(2))];
+        let hours = vec![(7u8, vec![(all, cell(3))])];
+        let bytes = day_parquet(&day, &hours).expect("encodes");
+        let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).expect("a parquet file");
+        assert_eq!(reader.metadata().file_metadata().num_rows(), 3);
+        let rows: Vec<_> = reader
+            .get_row_iter(None)
+            .expect("rows")
+            .map(|r| r.expect("row"))
+            .collect();
+        let fields = |i: usize| -> Vec<(String, Field)> {
+            rows[i]
+                .get_column_iter()
+                .map(|(n, f)| (n.clone(), f.clone()))
+                .collect()
+        };
+        let second = fields(1);
+        assert_eq!(second[0].1, Field::Str("day".into()));
+        assert_eq!(second[1].1, Field::Null);
+        assert_eq!(second[2].1, Field::Str("BR".into()));
+        assert_eq!(second[3].1, Field::Str("tv".into()));
+        assert_eq!(second[4].1, Field::Str("drama".into()));
+        assert_eq!(second[5].1, Field::Null);
+        assert_eq!(second[6].1, Field::Long(2));
+        assert_eq!(second[7].1, Field::Long(120));
+        let third = fields(2);
+        assert_eq!(third[0].1, Field::Str("hour".into()));
+        assert_eq!(third[1].1, Field::Int(7));
+        assert_eq!(third[6].1, Field::Long(3));
+    }
+}
