@@ -34,6 +34,7 @@ step "cargo build -p streamcube (debug)"
 timeout 1800 cargo build -p streamcube --locked
 
 step "browser test"
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 cd dashboard
-STREAMCUBE_BIN="${STREAMCUBE_BIN:-$PWD/../target/debug/streamcube}" \
+STREAMCUBE_BIN="${STREAMCUBE_BIN:-$target_dir/debug/streamcube}" \
     timeout 300 node --test --test-timeout=120000 tests/
