@@ -14,13 +14,13 @@
 //! record and retries the batch from it; records after it that succeeded are recomputed again,
 //! which is harmless.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::LambdaEvent;
 use streamcube_pipeline::Pipeline;
-use streamcube_pipeline::consolidate::hours_by_day;
+use streamcube_pipeline::consolidate::{Expected, hours_by_day};
 use streamcube_pipeline::http::ErrorChain;
 
 /// Why a stream record cannot be used.
@@ -72,6 +72,42 @@ pub fn record_hours(record: &EventRecord) -> Result<Vec<i64>, RecordError> {
         return Err(RecordError::NoHour);
     }
     Ok(hours)
+}
+
+/// A string or number attribute of an item image, as text.
+fn image_attr(image: &impl serde::Serialize, name: &str) -> Option<String> {
+    let serde_json::Value::Object(item) = serde_json::to_value(image).ok()? else {
+        return None;
+    };
+    let attr = item.get(name)?;
+    attr.get("S")
+        .or_else(|| attr.get("N"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+}
+
+/// What the batch says silver holds now: each event where its newest record put it, and gone
+/// from the hour it left. Silver's hour index may lag; the consolidation reads until it agrees.
+pub fn expected_changes(records: &[EventRecord]) -> Expected {
+    let mut last: BTreeMap<(i64, String), bool> = BTreeMap::new();
+    for r in records.iter().filter(|r| !is_ttl_expiry(r)) {
+        let Some(id) = image_attr(&r.change.keys, "event_id") else {
+            continue;
+        };
+        let hour = |image| image_attr(image, "hour").and_then(|h| h.parse::<i64>().ok());
+        let new = hour(&r.change.new_image);
+        if let Some(h) = new {
+            last.insert((h, id.clone()), true);
+        }
+        if let Some(h) = hour(&r.change.old_image).filter(|h| Some(*h) != new) {
+            last.insert((h, id), false);
+        }
+    }
+    let mut out = Expected::new();
+    for ((hour, id), present) in last {
+        out.entry(hour).or_default().push((id, present));
+    }
+    out
 }
 
 /// Whether a record is a TTL expiry (DynamoDB itself removed an item past its `expires_at`).
@@ -167,7 +203,8 @@ pub async fn consolidate(
     let touched: Vec<i64> = touched.into_iter().collect();
     let mut failed_days = BTreeSet::new();
     if !touched.is_empty() {
-        match pipeline.consolidate_hours(&touched).await {
+        let expected = expected_changes(&event.records);
+        match pipeline.consolidate_changes(&touched, &expected).await {
             Ok(days) => {
                 for day in days {
                     match &day.result {

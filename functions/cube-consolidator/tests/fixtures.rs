@@ -8,8 +8,12 @@ use aws_lambda_events::event::dynamodb::Event;
 use chrono::NaiveDate;
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::cube::{Cell, Cuboid, Dims};
+use streamcube_model::event::SilverEvent;
+use streamcube_model::pseudonym::Pseudonym;
 use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
-use streamcube_pipeline::ports::{DayManifest, GoldStore, Level, StoreError, StoreResult};
+use streamcube_pipeline::ports::{
+    DayManifest, GoldStore, Level, PutOutcome, SilverStore, StoreError, StoreResult,
+};
 use streamcube_pipeline::{Pipeline, PipelineConfig};
 
 fn fixture() -> serde_json::Value {
@@ -245,4 +249,90 @@ async fn a_record_without_an_hour_is_reported_and_does_not_stop_the_others() {
     assert_eq!(failures(&p, batch).await, [SEQ[2]]);
     assert_eq!(published(&p, day(22)).await.map(|d| d.0), Some(1));
     assert_eq!(published(&p, day(23)).await.map(|d| d.0), Some(1));
+}
+
+/// Silver whose hour index lags: the first `lag` reads of each hour miss the hidden events and
+/// still show the removed one, as a DynamoDB global secondary index may right after the writes.
+struct LaggingIndex {
+    inner: Arc<dyn SilverStore>,
+    hidden: Vec<String>,
+    ghost: Option<SilverEvent>,
+    lag: u32,
+    reads: std::sync::Mutex<std::collections::HashMap<i64, u32>>,
+}
+
+#[async_trait::async_trait]
+impl SilverStore for LaggingIndex {
+    async fn put_new(&self, events: &[SilverEvent]) -> StoreResult<Vec<PutOutcome>> {
+        self.inner.put_new(events).await
+    }
+    async fn hour_events(&self, hour: i64) -> StoreResult<Vec<SilverEvent>> {
+        let mut events = self.inner.hour_events(hour).await?;
+        let n = {
+            let mut reads = self.reads.lock().expect("lock");
+            let n = reads.entry(hour).or_default();
+            *n += 1;
+            *n
+        };
+        if n <= self.lag {
+            events.retain(|e| !self.hidden.contains(&e.event_id));
+            if let Some(g) = self.ghost.as_ref().filter(|g| g.hour() == hour) {
+                events.push(g.clone());
+            }
+        }
+        Ok(events)
+    }
+    async fn viewer_events(&self, viewer: &Pseudonym) -> StoreResult<Vec<(String, i64)>> {
+        self.inner.viewer_events(viewer).await
+    }
+    async fn delete(&self, event_ids: &[String]) -> StoreResult<u64> {
+        self.inner.delete(event_ids).await
+    }
+}
+
+#[tokio::test]
+async fn a_lagging_hour_index_is_read_until_it_shows_the_batch() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let truth = backend(tmp.path(), &[]).await;
+    assert!(failures(&truth, fixture()).await.is_empty());
+    let expected = [
+        published(&truth, day(21)).await,
+        published(&truth, day(22)).await,
+        published(&truth, day(23)).await,
+    ];
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut p = backend(tmp.path(), &[]).await;
+    // The removed event, as the index would still show it.
+    let key = PseudonymKey::from_bytes("t", vec![9; 32]).expect("key");
+    let ghost = SilverEvent {
+        event_id: "0b6f9d5e-3c1a-4f57-9a61-2f0d8c4b7e10".into(),
+        occurred_at_ms: 1_795_248_000_000 + 312_000, // 2026-11-21T08:05:12Z
+        viewer: Pseudonymizer::new(&key).pseudonymize("v000042"),
+        content_id: "c000017".into(),
+        device: streamcube_model::event::Device::Web,
+        country: "BR".parse().expect("country"),
+        watch_seconds: 600,
+        bitrate_kbps: None,
+        buffering_ms: None,
+        completed: true,
+        origin: String::new(),
+    };
+    p.stores.silver = Arc::new(LaggingIndex {
+        inner: p.stores.silver.clone(),
+        hidden: vec!["0b6f9d5e-3c1a-4f57-9a61-2f0d8c4b7e11".into()],
+        ghost: Some(ghost),
+        lag: 2,
+        reads: Default::default(),
+    });
+    assert!(failures(&p, fixture()).await.is_empty());
+    let got = [
+        published(&p, day(21)).await,
+        published(&p, day(22)).await,
+        published(&p, day(23)).await,
+    ];
+    assert_eq!(
+        got, expected,
+        "the cube waits for the index to show the batch"
+    );
 }

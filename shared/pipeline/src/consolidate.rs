@@ -83,6 +83,15 @@ pub fn build_cube(pipeline: &Pipeline, catalog: &Catalog, events: &[SilverEvent]
 /// Unreferenced generations older than this are leftovers of crashed writers.
 const ORPHAN_AGE_SECS: u64 = 3600;
 
+/// What a change feed says silver now holds, per hour partition: event ids that must be read
+/// (`true`) or must be gone (`false`). Silver's hour index may lag its writes (DynamoDB's global
+/// secondary indexes are eventually consistent), so a consolidation triggered by a change reads
+/// the hour again until the change shows.
+pub type Expected = BTreeMap<i64, Vec<(String, bool)>>;
+
+/// Re-reads of an hour whose index does not show the expected changes yet (about 3 s in all).
+const INDEX_LAG_RETRIES: u32 = 6;
+
 /// A new generation id: the creation time in seconds in the high bits and 20 random bits, so ids
 /// never collide between writers, stay below 2^53 (exact in JSON and DynamoDB numbers) and tell
 /// their age.
@@ -99,8 +108,19 @@ fn generation_age_secs(generation: u64) -> u64 {
 impl Pipeline {
     /// Consolidates the given hour partitions. Days are independent: one failing day does not
     /// stop the others, and its outcome says why.
-    #[tracing::instrument(skip_all, fields(hours = hours.len()))]
     pub async fn consolidate_hours(&self, hours: &[i64]) -> Result<Vec<DayOutcome>, PipelineError> {
+        self.consolidate_changes(hours, &Expected::new()).await
+    }
+
+    /// [`Self::consolidate_hours`] for changes a feed reported: each hour is read until it shows
+    /// the `expected` changes (or, after a few seconds, with a warning: a later change of the
+    /// same event then triggers its own consolidation).
+    #[tracing::instrument(skip_all, fields(hours = hours.len()))]
+    pub async fn consolidate_changes(
+        &self,
+        hours: &[i64],
+        expected: &Expected,
+    ) -> Result<Vec<DayOutcome>, PipelineError> {
         let catalog = std::sync::Arc::new(self.stores.catalog.load().await?);
         // Days are independent: build them concurrently, a few at a time.
         let limit = std::thread::available_parallelism().map_or(2, usize::from);
@@ -108,9 +128,15 @@ impl Pipeline {
         let mut tasks = Vec::new();
         for (day, touched) in hours_by_day(hours.iter().copied()) {
             let (this, catalog, permits) = (self.clone(), catalog.clone(), permits.clone());
+            let expected: Expected = expected
+                .range(first_hour(day)..first_hour(day) + 24)
+                .map(|(h, e)| (*h, e.clone()))
+                .collect();
             tasks.push(tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                let result = this.consolidate_day(&catalog, day, &touched).await;
+                let result = this
+                    .consolidate_day(&catalog, day, &touched, &expected)
+                    .await;
                 (day, touched, result)
             }));
         }
@@ -141,6 +167,7 @@ impl Pipeline {
         catalog: &Catalog,
         day: NaiveDate,
         touched: &BTreeSet<u8>,
+        expected: &Expected,
     ) -> Result<DaySummary, PipelineError> {
         let gold = &self.stores.gold;
         let mut attempt = 0;
@@ -166,11 +193,8 @@ impl Pipeline {
             let mut all_hours: Vec<(u8, Vec<(Dims, Cell)>)> = Vec::new();
             for h in 0..24u8 {
                 if touched.contains(&h) {
-                    let events = self
-                        .stores
-                        .silver
-                        .hour_events(first_hour(day) + i64::from(h))
-                        .await?;
+                    let hour = first_hour(day) + i64::from(h);
+                    let events = self.read_hour(hour, expected.get(&hour)).await?;
                     if events.is_empty() {
                         hours.remove(&h);
                         continue;
@@ -244,6 +268,46 @@ impl Pipeline {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// An hour's events, read again (with backoff) while they do not show `expected` yet.
+    async fn read_hour(
+        &self,
+        hour: i64,
+        expected: Option<&Vec<(String, bool)>>,
+    ) -> Result<Vec<SilverEvent>, PipelineError> {
+        let mut attempt = 0;
+        loop {
+            let events = self.stores.silver.hour_events(hour).await?;
+            let Some(expected) = expected else {
+                return Ok(events);
+            };
+            let ids: std::collections::HashSet<&str> =
+                events.iter().map(|e| e.event_id.as_str()).collect();
+            let behind = expected
+                .iter()
+                .filter(|(id, present)| ids.contains(id.as_str()) != *present)
+                .count();
+            if behind == 0 {
+                return Ok(events);
+            }
+            attempt += 1;
+            if attempt > INDEX_LAG_RETRIES {
+                tracing::warn!(
+                    hour,
+                    behind,
+                    "silver's hour index still differs from the change feed; going on with it"
+                );
+                return Ok(events);
+            }
+            tracing::debug!(
+                hour,
+                behind,
+                attempt,
+                "silver's hour index lags; reading again"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
         }
     }
 
