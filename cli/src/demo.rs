@@ -12,6 +12,7 @@ use streamcube_pipeline::Pipeline;
 use crate::batch::generate_files;
 use crate::local::{consolidate_pending, ingest_files, print_consolidation, print_ingest};
 use crate::output::{hours, percent, spinner, table, thousands};
+use crate::setup::Opened;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -77,7 +78,7 @@ pub async fn demo(
         "2. Ingesting: validate, pseudonymize viewer ids, deduplicate into silver; bad rows to quarantine"
     );
     let outcomes = ingest_files(pipeline, &[catalog], &[events], false).await?;
-    print_ingest(backend, &outcomes);
+    print_ingest(&Opened::Embedded(backend.clone()), &outcomes);
     if outcomes.iter().all(|o| o.already_processed) {
         println!("(these exact files were ingested before: nothing changed; a replay is harmless)");
     }

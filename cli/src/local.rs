@@ -16,7 +16,7 @@ use streamcube_pipeline::consolidate::DayOutcome;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::output::{spinner, table, thousands};
-use crate::setup::must_exist;
+use crate::setup::{Opened, must_exist};
 
 #[derive(Args, Debug)]
 pub struct IngestArgs {
@@ -85,7 +85,7 @@ pub async fn ingest_files(
     Ok(outcomes)
 }
 
-pub fn print_ingest(backend: &EmbeddedBackend, outcomes: &[ObjectOutcome]) {
+pub fn print_ingest(backend: &Opened, outcomes: &[ObjectOutcome]) {
     let rows = outcomes
         .iter()
         .map(|o| {
@@ -135,17 +135,14 @@ pub fn print_ingest(backend: &EmbeddedBackend, outcomes: &[ObjectOutcome]) {
     }
     for o in outcomes {
         if let Some(q) = &o.report.quarantine {
-            println!(
-                "quarantine: {}",
-                backend.dir().join("lake").join(q).display()
-            );
+            println!("quarantine: {}", backend.lake_location(q));
         }
     }
 }
 
 pub async fn ingest(
     pipeline: &Pipeline,
-    backend: &EmbeddedBackend,
+    backend: &Opened,
     args: &IngestArgs,
 ) -> anyhow::Result<()> {
     if args.files.is_empty() && args.catalog.is_empty() {
@@ -225,9 +222,38 @@ pub fn print_consolidation(outcomes: &[DayOutcome]) -> bool {
     ok
 }
 
-pub async fn consolidate(pipeline: &Pipeline, backend: &EmbeddedBackend) -> anyhow::Result<()> {
+#[derive(Args, Debug)]
+pub struct ConsolidateArgs {
+    /// Recompute every hour from this day (UTC), whatever changed: a backfill or a repair.
+    /// Without it, the hours that changed since the last run (embedded backend only; on AWS the
+    /// silver table's stream consolidates as events arrive).
+    #[arg(long, requires = "to")]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last day of the range to recompute.
+    #[arg(long, requires = "from")]
+    pub to: Option<chrono::NaiveDate>,
+}
+
+pub async fn consolidate(
+    pipeline: &Pipeline,
+    backend: &Opened,
+    args: &ConsolidateArgs,
+) -> anyhow::Result<()> {
     let pb = spinner("consolidating");
-    let outcomes = consolidate_pending(pipeline, backend).await?;
+    let outcomes = match (args.from, args.to, backend) {
+        (Some(from), Some(to), _) => {
+            if to < from || (to - from).num_days() > 366 {
+                anyhow::bail!("--from must not be after --to, and the range at most 366 days");
+            }
+            let hours: Vec<i64> = (first_hour(from)..first_hour(to) + 24).collect();
+            pipeline.consolidate_hours(&hours).await?
+        }
+        (_, _, Opened::Embedded(b)) => consolidate_pending(pipeline, b).await?,
+        (_, _, Opened::Aws { .. }) => anyhow::bail!(
+            "on AWS the silver table's stream consolidates as events arrive; give --from and --to \
+             to recompute a range"
+        ),
+    };
     pb.finish_and_clear();
     if !print_consolidation(&outcomes) {
         anyhow::bail!("some days failed; their hours stay pending for the next run");

@@ -39,7 +39,7 @@ enum Command {
     /// Land files in bronze and process them into silver (rejected rows go to the quarantine).
     Ingest(local::IngestArgs),
     /// Recompute the hour partitions that changed and publish their days.
-    Consolidate,
+    Consolidate(local::ConsolidateArgs),
     /// Query the cube.
     Query(local::QueryArgs),
     /// Erase a viewer's events and recompute what they touched.
@@ -69,27 +69,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cube(args) => batch::cube(s, args),
         Command::Generate(args) => batch::generate(args),
         Command::Demo(args) => {
+            if s.backend != setup::BackendKind::Embedded {
+                anyhow::bail!("the demo runs on the embedded backend only");
+            }
             let (p, b) = s.embedded()?;
             demo::demo(&p, &b, args).await
         }
         Command::Ingest(args) => {
-            let (p, b) = s.embedded()?;
+            let (p, b) = s.open().await?;
             local::ingest(&p, &b, args).await
         }
-        Command::Consolidate => {
-            let (p, b) = s.embedded()?;
-            local::consolidate(&p, &b).await
+        Command::Consolidate(args) => {
+            let (p, b) = s.open().await?;
+            local::consolidate(&p, &b, args).await
         }
         Command::Query(args) => {
-            let (p, _) = s.embedded()?;
+            let (p, _) = s.open().await?;
             local::query(&p, args).await
         }
         Command::Erase { viewer_id } => {
-            let (p, _) = s.embedded()?;
+            let (p, _) = s.open().await?;
             local::erase(&p, viewer_id).await
         }
         Command::Serve(args) => {
-            let (p, _) = s.embedded()?;
+            let (p, _) = s.open().await?;
             serve::serve(p, args).await
         }
     }

@@ -234,6 +234,7 @@ mod tests {
 
     fn settings(data_dir: &Path) -> Settings {
         Settings {
+            backend: crate::setup::BackendKind::Embedded,
             data_dir: data_dir.to_owned(),
             pseudonym_key: None,
             pseudonym_key_id: "k1".into(),

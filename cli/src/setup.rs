@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::cube::CuboidSet;
 use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
@@ -13,8 +13,48 @@ use streamcube_pipeline::{Pipeline, PipelineConfig};
 /// The key file created in a data directory when no key is configured.
 pub const KEY_FILE: &str = "pseudonym.key";
 
+/// Where the incremental commands keep their data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// SQLite and a local directory (`--data-dir`).
+    Embedded,
+    /// A deployed stack's DynamoDB tables, S3 buckets and Glue table, named by the same
+    /// `STREAMCUBE_*` variables as the functions (build with `--features aws`).
+    Aws,
+}
+
+/// The backend a command opened.
+pub enum Opened {
+    Embedded(EmbeddedBackend),
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    Aws {
+        lake_bucket: String,
+    },
+}
+
+impl Opened {
+    /// Where a lake object is, for people.
+    pub fn lake_location(&self, key: &str) -> String {
+        match self {
+            Opened::Embedded(b) => b.dir().join("lake").join(key).display().to_string(),
+            Opened::Aws { lake_bucket } => format!("s3://{lake_bucket}/{key}"),
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct Settings {
+    /// Backend of `ingest`, `consolidate`, `query`, `erase` and `serve`: `aws` runs them against
+    /// a deployed stack (backfills), with its names from the `STREAMCUBE_*_TABLE`, `_BUCKET` and
+    /// `_GLUE_*` variables and its key from `STREAMCUBE_PSEUDONYM_SECRET_ARN`.
+    #[arg(
+        long,
+        env = "STREAMCUBE_BACKEND",
+        value_enum,
+        default_value = "embedded",
+        global = true
+    )]
+    pub backend: BackendKind,
     /// Data directory of the embedded backend.
     #[arg(
         long,
@@ -92,6 +132,46 @@ impl Settings {
             .map_err(anyhow::Error::msg)
             .context("--served-countries")?;
         Ok(config)
+    }
+
+    /// The pipeline on the configured backend.
+    pub async fn open(&self) -> anyhow::Result<(Pipeline, Opened)> {
+        match self.backend {
+            BackendKind::Embedded => {
+                let (p, b) = self.embedded()?;
+                Ok((p, Opened::Embedded(b)))
+            }
+            BackendKind::Aws => self.aws().await,
+        }
+    }
+
+    #[cfg(feature = "aws")]
+    async fn aws(&self) -> anyhow::Result<(Pipeline, Opened)> {
+        let names = streamcube_aws::AwsNames::from_env(&|k| std::env::var(k).ok())?;
+        let aws = streamcube_aws::AwsBackend::connect(names).await;
+        let secret = std::env::var("STREAMCUBE_PSEUDONYM_SECRET_ARN").ok();
+        let key = match (&self.pseudonym_key, secret) {
+            (Some(_), _) => self.key(None)?,
+            (None, Some(secret)) => streamcube_aws::secret::load_key(&aws.secrets, &secret).await?,
+            (None, None) => bail!(
+                "the AWS backend needs the deployment's key: set STREAMCUBE_PSEUDONYM_SECRET_ARN \
+                 (the stack's PseudonymSecretArn output); a different key would break \
+                 deduplication, unique viewers and erasure"
+            ),
+        };
+        let lake_bucket = aws.names.lake_bucket.clone();
+        Ok((
+            Pipeline::new(aws.stores()?, self.config(&key)?),
+            Opened::Aws { lake_bucket },
+        ))
+    }
+
+    #[cfg(not(feature = "aws"))]
+    async fn aws(&self) -> anyhow::Result<(Pipeline, Opened)> {
+        bail!(
+            "this build has no AWS backend: build it with `cargo build --release --features aws \
+             --bin streamcube` (it adds the AWS SDK)"
+        )
     }
 
     /// The pipeline on the embedded backend in the data directory.
