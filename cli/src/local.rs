@@ -6,12 +6,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use object_store::ObjectStore;
-use object_store::path::Path as ObjectPath;
 use sha2::{Digest, Sha256};
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::query::{Query, first_hour};
 use streamcube_pipeline::Pipeline;
-use streamcube_pipeline::bronze::ObjectOutcome;
+use streamcube_pipeline::bronze::{ObjectOutcome, object_path};
 use streamcube_pipeline::consolidate::DayOutcome;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -33,7 +32,7 @@ pub async fn land(bronze: &Arc<dyn ObjectStore>, file: &Path, key: &str) -> anyh
     let mut src = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("opening {}", file.display()))?;
-    let mut w = object_store::buffered::BufWriter::new(Arc::clone(bronze), ObjectPath::from(key));
+    let mut w = object_store::buffered::BufWriter::new(Arc::clone(bronze), object_path(key)?);
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

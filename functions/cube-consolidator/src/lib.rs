@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::LambdaEvent;
+use streamcube_model::query::try_day_of_hour;
 use streamcube_pipeline::Pipeline;
 use streamcube_pipeline::consolidate::{Expected, hours_by_day};
 use streamcube_pipeline::http::ErrorChain;
@@ -63,6 +64,7 @@ pub fn record_hours(record: &EventRecord) -> Result<Vec<i64>, RecordError> {
             .get("N")
             .and_then(serde_json::Value::as_str)
             .and_then(|n| n.trim().parse::<i64>().ok())
+            .filter(|h| try_day_of_hour(*h).is_some())
             .ok_or_else(|| RecordError::BadHour(attr.to_string()))?;
         if !hours.contains(&hour) {
             hours.push(hour);
@@ -94,7 +96,11 @@ pub fn expected_changes(records: &[EventRecord]) -> Expected {
         let Some(id) = image_attr(&r.change.keys, "event_id") else {
             continue;
         };
-        let hour = |image| image_attr(image, "hour").and_then(|h| h.parse::<i64>().ok());
+        let hour = |image| {
+            image_attr(image, "hour")
+                .and_then(|h| h.parse::<i64>().ok())
+                .filter(|h| try_day_of_hour(*h).is_some())
+        };
         let new = hour(&r.change.new_image);
         if let Some(h) = new {
             last.insert((h, id.clone()), true);

@@ -126,6 +126,8 @@ pub enum CuboidSpecError {
     UnknownDimension(String),
     #[error("the cuboid spec declares no aggregation group")]
     Empty,
+    #[error("the aggregation group `{0}` of the cuboid spec names no dimension")]
+    EmptyGroup(String),
 }
 
 /// The cuboids a deployment materializes.
@@ -166,6 +168,9 @@ impl CuboidSet {
                     Dim::from_name(name)
                         .ok_or_else(|| CuboidSpecError::UnknownDimension(name.to_owned()))?,
                 );
+            }
+            if dims.is_empty() {
+                return Err(CuboidSpecError::EmptyGroup(group.to_owned()));
             }
             groups.push(Cuboid::of(&dims));
         }

@@ -434,7 +434,12 @@ pub fn first_hour(day: NaiveDate) -> i64 {
 
 /// The day an hour (since the epoch) belongs to.
 pub fn day_of_hour(hour: i64) -> NaiveDate {
-    DateTime::from_timestamp(hour * 3600, 0).map_or(NaiveDate::MIN, |t| t.date_naive())
+    try_day_of_hour(hour).unwrap_or(NaiveDate::MIN)
+}
+
+/// The day of an hour partition, `None` for an hour outside the calendar.
+pub fn try_day_of_hour(hour: i64) -> Option<NaiveDate> {
+    DateTime::from_timestamp(hour.checked_mul(3600)?, 0).map(|t| t.date_naive())
 }
 
 /// Rolls cells up to a query's groups.

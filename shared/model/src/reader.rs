@@ -82,7 +82,7 @@ impl Row<'_> {
 /// Reads rows from a CSV or JSON-lines source, decompressing gzip when the data starts with the
 /// gzip magic number (whatever the name says).
 pub struct EventReader<'r> {
-    src: Box<dyn BufRead + Send + 'r>,
+    src: Source<'r>,
     kind: Kind,
     /// The current row's bytes, including any blank lines skipped before it.
     raw: Vec<u8>,
@@ -122,7 +122,16 @@ enum CsvShape {
 impl<'r> EventReader<'r> {
     /// A reader over `source` in `format`.
     pub fn new<R: Read + Send + 'r>(source: R, format: Format) -> io::Result<Self> {
-        let src = decompressed(source)?;
+        let mut src = Source {
+            again: Vec::new(),
+            pos: 0,
+            inner: decompressed(source)?,
+        };
+        if format == Format::Csv {
+            // Stripped here rather than by csv-core, which takes a first input of exactly the
+            // BOM for the end of the data.
+            src.skip_bom()?;
+        }
         let kind = match format {
             Format::Csv => Kind::Csv(Box::new(CsvState {
                 rdr: csv_core::Reader::new(),
@@ -194,6 +203,75 @@ impl<'r> EventReader<'r> {
     }
 }
 
+/// The decompressed bytes, with bytes already read put back in front of them to be read again.
+struct Source<'r> {
+    again: Vec<u8>,
+    pos: usize,
+    inner: Box<dyn BufRead + Send + 'r>,
+}
+
+impl Source<'_> {
+    /// Makes `bytes` the next bytes read, before whatever was to come.
+    fn unread(&mut self, bytes: &[u8]) {
+        let mut again = Vec::with_capacity(bytes.len() + self.again.len() - self.pos);
+        again.extend_from_slice(bytes);
+        again.extend_from_slice(&self.again[self.pos..]);
+        self.again = again;
+        self.pos = 0;
+    }
+
+    /// Drops a UTF-8 byte order mark at the start, however the source chunks its first bytes.
+    fn skip_bom(&mut self) -> io::Result<()> {
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
+        let mut head = Vec::with_capacity(BOM.len());
+        while head.len() < BOM.len() {
+            let buf = self.fill_buf()?;
+            if buf.is_empty() {
+                break;
+            }
+            let n = buf.len().min(BOM.len() - head.len());
+            head.extend_from_slice(&buf[..n]);
+            self.consume(n);
+        }
+        if head != BOM {
+            self.unread(&head);
+        }
+        Ok(())
+    }
+}
+
+impl Read for Source<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Source<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos < self.again.len() {
+            Ok(&self.again[self.pos..])
+        } else {
+            self.inner.fill_buf()
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        if self.pos < self.again.len() {
+            self.pos += n;
+            if self.pos >= self.again.len() {
+                self.again = Vec::new();
+                self.pos = 0;
+            }
+        } else {
+            self.inner.consume(n);
+        }
+    }
+}
+
 /// A buffered reader over `source`, decompressing gzip when the data starts with its magic
 /// number (whatever the name says).
 pub fn decompressed<'r, R: Read + Send + 'r>(
@@ -221,7 +299,7 @@ fn trim_line_end(mut b: &[u8]) -> &[u8] {
 /// Reads one CSV record into `state.out`/`state.ends` and its bytes into `raw`. Returns the line
 /// the record starts on, or `None` at the end.
 fn read_csv_record(
-    src: &mut Box<dyn BufRead + Send + '_>,
+    src: &mut Source<'_>,
     state: &mut CsvState,
     raw: &mut Vec<u8>,
     raw_start: &mut usize,
@@ -274,18 +352,34 @@ fn read_csv_record(
             }
         }
         if raw.len() > MAX_ROW_BYTES {
-            // Keep a prefix for the quarantine, then skip to the next line break and start over.
+            // A record this long is a runaway quote or a line without a break: its first line
+            // is refused (a prefix kept for the quarantine) and the lines after it are read
+            // again, so that one stray quote cannot swallow the valid rows that follow it.
             let lead = raw
                 .iter()
                 .take_while(|b| matches!(b, b'\r' | b'\n'))
                 .count();
             let start = *line + count_newlines(&raw[..lead]);
-            *line += count_newlines(raw);
+            let first_line_end = raw[lead..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|p| lead + p + 1);
+            match first_line_end {
+                Some(end) => {
+                    src.unread(&raw[end..]);
+                    raw.truncate(end);
+                    *line = start + 1;
+                }
+                None => {
+                    if skip_to_line_end(src)? {
+                        *line = start + 1;
+                    } else {
+                        *line = start;
+                    }
+                }
+            }
             raw.drain(..lead);
             raw.truncate(KEPT_PREFIX);
-            if skip_to_line_end(src)? {
-                *line += 1;
-            }
             state.rdr.reset();
             state.nfields = 0;
             return Ok(Some((start, CsvShape::TooLong)));
@@ -294,7 +388,7 @@ fn read_csv_record(
 }
 
 /// Skips past the next line break; whether there was one before the end.
-fn skip_to_line_end(src: &mut Box<dyn BufRead + Send + '_>) -> io::Result<bool> {
+fn skip_to_line_end(src: &mut Source<'_>) -> io::Result<bool> {
     loop {
         let buf = src.fill_buf()?;
         if buf.is_empty() {
@@ -363,7 +457,7 @@ fn csv_fields(state: &CsvState, shape: CsvShape) -> Result<RawFields<'_>, FieldE
 
 /// Reads one non-blank line into `raw` and parses it into `obj`.
 fn read_json_line(
-    src: &mut Box<dyn BufRead + Send + '_>,
+    src: &mut Source<'_>,
     raw: &mut Vec<u8>,
     raw_start: &mut usize,
     line: &mut u64,

@@ -35,7 +35,10 @@ impl FileReport {
 
     /// Whether every row is accounted for.
     pub fn is_balanced(&self) -> bool {
-        self.rows == self.accepted + self.duplicates + self.rejected
+        self.accepted
+            .checked_add(self.duplicates)
+            .and_then(|n| n.checked_add(self.rejected))
+            == Some(self.rows)
     }
 
     /// Adds another report's counts to this one.

@@ -22,7 +22,7 @@
 //! all parts. A part that is retried redoes exactly that part: its rows are recognised by their
 //! origin and its quarantine object is rewritten whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use futures::stream::FuturesUnordered;
@@ -125,6 +125,30 @@ pub fn quarantine_part_path(key: &str, part: u32) -> String {
     }
 }
 
+/// The object path of a key exactly as it is (`Path::from` would percent-encode characters such
+/// as `#`, `~` or non-ASCII letters, and so name another object).
+pub fn object_path(key: &str) -> Result<Path, PipelineError> {
+    Path::parse(key).map_err(|e| PipelineError::BadKey {
+        key: key.to_owned(),
+        reason: match e {
+            object_store::path::Error::EmptySegment { .. } => {
+                "it has an empty segment (`//`, or a `/` at an end)".to_owned()
+            }
+            _ => "it has a `.` or `..` segment or a control character".to_owned(),
+        },
+    })
+}
+
+/// Whether `path` is one of the quarantine objects of `key` (of any part).
+fn is_quarantine_of(key: &str, path: &str) -> bool {
+    path == quarantine_path(key)
+        || path
+            .strip_prefix(&format!("quarantine/{key}.part-"))
+            .and_then(|rest| rest.strip_suffix(".jsonl"))
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n >= 2)
+}
+
 /// The report object of a bronze key.
 pub fn report_path(key: &str) -> String {
     format!("reports/{key}.json")
@@ -200,7 +224,7 @@ impl Pipeline {
         let version = match version {
             Some(v) => v.to_owned(),
             None => {
-                let meta = self.stores.bronze.head(&Path::from(key)).await?;
+                let meta = self.stores.bronze.head(&object_path(key)?).await?;
                 meta.e_tag
                     .or(meta.version)
                     .unwrap_or_else(|| meta.last_modified.to_rfc3339())
@@ -222,6 +246,27 @@ impl Pipeline {
     {
         let key = checkpoint.key.clone();
         let version = checkpoint.version.clone();
+        // A checkpoint travels outside the process (in the payload of the next invocation):
+        // accept only what a paused run writes, so a forged one can neither make the counts
+        // lie nor name other objects for deletion.
+        let bad = |reason| PipelineError::BadCheckpoint {
+            key: key.clone(),
+            reason,
+        };
+        if checkpoint.parts == 0 {
+            return Err(bad("no part is done"));
+        }
+        if !checkpoint.counts.is_balanced() {
+            return Err(bad("its counts do not add up"));
+        }
+        if checkpoint.quarantine.len() > checkpoint.parts as usize
+            || checkpoint
+                .quarantine
+                .iter()
+                .any(|q| !is_quarantine_of(&key, q))
+        {
+            return Err(bad("it lists objects that are not the key's quarantine"));
+        }
         self.run_object(&key, version, Some(checkpoint), stop).await
     }
 
@@ -235,7 +280,7 @@ impl Pipeline {
     where
         S: Fn() -> bool + Send + 'static,
     {
-        let path = Path::from(key);
+        let path = object_path(key)?;
         let kind = if key.starts_with(&self.config.reference_prefix) {
             ObjectKind::Catalog
         } else {
@@ -255,7 +300,7 @@ impl Pipeline {
         let mut quarantine = Quarantine::new(
             Arc::clone(&self.stores.lake),
             quarantine_part_path(key, part),
-        );
+        )?;
         let pass = match kind {
             ObjectKind::Catalog => EventsPass {
                 counts: self
@@ -310,7 +355,7 @@ impl Pipeline {
         let body = serde_json::to_vec_pretty(&report).unwrap_or_default();
         self.stores
             .lake
-            .put(&Path::from(report_path(key)), body.into())
+            .put(&object_path(&report_path(key))?, body.into())
             .await?;
         self.stores
             .ledger
@@ -357,7 +402,7 @@ impl Pipeline {
         let got = self
             .stores
             .lake
-            .get(&Path::from(report_path(key)))
+            .get(&object_path(&report_path(key)).ok()?)
             .await
             .ok()?;
         let bytes = got.bytes().await.ok()?;
@@ -374,11 +419,12 @@ impl Pipeline {
         let Some(previous) = self.stored_report(key).await else {
             return Ok(());
         };
+        // Only this key's quarantine objects, whatever the stored report says.
         for stale in previous
             .quarantine_objects()
-            .filter(|q| !ours.iter().any(|o| o == q))
+            .filter(|q| !ours.iter().any(|o| o == q) && is_quarantine_of(key, q))
         {
-            match self.stores.lake.delete(&Path::from(stale)).await {
+            match self.stores.lake.delete(&object_path(stale)?).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -543,17 +589,30 @@ impl Pipeline {
         let mut report = resume.map(|c| c.counts.clone()).unwrap_or_default();
         let mut inflight = FuturesUnordered::new();
         let write = |silver: Arc<dyn SilverStore>, events: Vec<SilverEvent>| async move {
-            silver.put_new_bulk(&events).await
+            let r = silver.put_new_bulk(&events).await;
+            (events, r)
         };
+        // The ids of the batches in flight. A batch repeating one of them waits for them all:
+        // the first occurrence in the file must be written (and win) before a later one is
+        // tried, however slowly the store answers the earlier batch.
+        let mut inflight_ids: HashSet<String> = HashSet::new();
         let mut failure: Option<StoreError> = None;
         while let Some(msg) = rx.recv().await {
             match msg {
                 Msg::Events(events) => {
                     report.rows += events.len() as u64;
+                    if events.iter().any(|e| inflight_ids.contains(&e.event_id)) {
+                        while let Some(done) = inflight.next().await {
+                            if let Err(e) = settle(&mut report, &mut inflight_ids, done) {
+                                failure.get_or_insert(e);
+                            }
+                        }
+                    }
+                    inflight_ids.extend(events.iter().map(|e| e.event_id.clone()));
                     inflight.push(write(Arc::clone(&self.stores.silver), events));
                     while inflight.len() >= self.config.write_concurrency {
-                        if let Some(r) = inflight.next().await
-                            && let Err(e) = tally(&mut report, r)
+                        if let Some(done) = inflight.next().await
+                            && let Err(e) = settle(&mut report, &mut inflight_ids, done)
                         {
                             failure.get_or_insert(e);
                         }
@@ -570,8 +629,8 @@ impl Pipeline {
             }
         }
         drop(rx);
-        while let Some(r) = inflight.next().await {
-            if let Err(e) = tally(&mut report, r) {
+        while let Some(done) = inflight.next().await {
+            if let Err(e) = settle(&mut report, &mut inflight_ids, done) {
                 failure.get_or_insert(e);
             }
         }
@@ -611,6 +670,7 @@ fn never() -> bool {
 struct Quarantine {
     lake: Arc<dyn ObjectStore>,
     path: String,
+    location: Path,
     writer: Option<object_store::buffered::BufWriter>,
     line: Vec<u8>,
 }
@@ -623,19 +683,20 @@ fn lake_io(e: std::io::Error) -> PipelineError {
 }
 
 impl Quarantine {
-    fn new(lake: Arc<dyn ObjectStore>, path: String) -> Self {
-        Quarantine {
+    fn new(lake: Arc<dyn ObjectStore>, path: String) -> Result<Self, PipelineError> {
+        Ok(Quarantine {
             lake,
+            location: object_path(&path)?,
             path,
             writer: None,
             line: Vec::with_capacity(256),
-        }
+        })
     }
 
     async fn write(&mut self, r: &Rejection) -> Result<(), PipelineError> {
-        let (lake, path) = (&self.lake, &self.path);
+        let (lake, location) = (&self.lake, &self.location);
         let w = self.writer.get_or_insert_with(|| {
-            object_store::buffered::BufWriter::new(Arc::clone(lake), Path::from(path.as_str()))
+            object_store::buffered::BufWriter::new(Arc::clone(lake), location.clone())
         });
         self.line.clear();
         serde_json::to_writer(&mut self.line, r).map_err(|e| lake_io(e.into()))?;
@@ -651,7 +712,7 @@ impl Quarantine {
                 w.shutdown().await.map_err(lake_io)?;
                 Ok(Some(self.path))
             }
-            None => match self.lake.delete(&Path::from(self.path.as_str())).await {
+            None => match self.lake.delete(&self.location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e.into()),
             },
@@ -659,10 +720,15 @@ impl Quarantine {
     }
 }
 
-fn tally(
+/// Counts a finished write batch and forgets its ids as in flight.
+fn settle(
     report: &mut FileReport,
-    r: Result<Vec<PutOutcome>, StoreError>,
+    inflight_ids: &mut HashSet<String>,
+    (events, r): (Vec<SilverEvent>, Result<Vec<PutOutcome>, StoreError>),
 ) -> Result<(), StoreError> {
+    for e in &events {
+        inflight_ids.remove(&e.event_id);
+    }
     for o in r? {
         match o {
             PutOutcome::Inserted | PutOutcome::AlreadyStored => report.accepted += 1,

@@ -232,42 +232,50 @@ impl Pipeline {
                 cuboids: spec,
                 published_at: chrono::Utc::now().to_rfc3339(),
             };
-            match gold.publish(&manifest, expected_version).await {
-                Ok(()) => {
-                    // The published day as files for tools that read the lake, and its
-                    // partition in the table catalog. Written after the flip, so a failure
-                    // leaves gold right and the retry rewrites them.
-                    self.export_day(day, &day_cells, all_hours).await?;
-                    // What the flip replaced is garbage now; readers still on it notice the
-                    // manifest moved and read again.
-                    let keep = manifest.referenced();
-                    let replaced: Vec<_> = current
-                        .iter()
-                        .flat_map(DayManifest::referenced)
-                        .filter(|r| !keep.contains(r))
-                        .collect();
-                    self.delete_generations(day, &replaced).await;
-                    self.sweep_orphans(day, &keep).await;
-                    tracing::info!(%day, generation, events, "day published");
-                    return Ok(DaySummary {
-                        generation,
-                        version: manifest.version,
-                        events,
-                        day_cells: day_cells.len() as u64,
-                        hour_cells,
-                    });
-                }
-                Err(StoreError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
-                    tracing::info!(%day, attempt, "lost the publish race; starting over");
-                    let ours: Vec<_> = manifest
-                        .referenced()
-                        .into_iter()
-                        .filter(|(_, g)| *g == generation)
-                        .collect();
-                    self.delete_generations(day, &ours).await;
-                }
+            let landed = match gold.publish(&manifest, expected_version).await {
+                Ok(()) => true,
+                // The condition fails both for a lost race and for a flip that landed but whose
+                // answer was lost (the SDK's retry of it finds its own manifest): tell them apart
+                // by reading what is published, so a landed flip is never undone.
+                Err(StoreError::Conflict) => gold.manifest(day).await?.is_some_and(|m| {
+                    m.day_generation == generation && m.version == manifest.version
+                }),
                 Err(e) => return Err(e.into()),
+            };
+            if landed {
+                // The published day as files for tools that read the lake, and its
+                // partition in the table catalog. Written after the flip, so a failure
+                // leaves gold right and the retry rewrites them.
+                self.export_day(day, &day_cells, all_hours).await?;
+                // What the flip replaced is garbage now; readers still on it notice the
+                // manifest moved and read again.
+                let keep = manifest.referenced();
+                let replaced: Vec<_> = current
+                    .iter()
+                    .flat_map(DayManifest::referenced)
+                    .filter(|r| !keep.contains(r))
+                    .collect();
+                self.delete_generations(day, &replaced).await;
+                self.sweep_orphans(day, &keep).await;
+                tracing::info!(%day, generation, events, "day published");
+                return Ok(DaySummary {
+                    generation,
+                    version: manifest.version,
+                    events,
+                    day_cells: day_cells.len() as u64,
+                    hour_cells,
+                });
             }
+            if attempt >= MAX_CONFLICT_RETRIES {
+                return Err(StoreError::Conflict.into());
+            }
+            tracing::info!(%day, attempt, "lost the publish race; starting over");
+            let ours: Vec<_> = manifest
+                .referenced()
+                .into_iter()
+                .filter(|(_, g)| *g == generation)
+                .collect();
+            self.delete_generations(day, &ours).await;
         }
     }
 

@@ -38,6 +38,13 @@ pub enum PipelineError {
     Export(#[from] parquet::errors::ParquetError),
     #[error("a background task failed: {0}")]
     Task(String),
+    /// A key object storage cannot address as it is (an empty segment, `.` or `..`, a control
+    /// character): refused rather than read under another name.
+    #[error("the object key `{key}` is not usable: {reason}")]
+    BadKey { key: String, reason: String },
+    /// A continuation of a paused object that this pipeline cannot have written.
+    #[error("the checkpoint of `{key}` is not valid: {reason}")]
+    BadCheckpoint { key: String, reason: &'static str },
 }
 
 impl PipelineError {
