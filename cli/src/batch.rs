@@ -49,8 +49,8 @@ pub fn cube(settings: &Settings, args: &CubeArgs) -> anyhow::Result<()> {
     let (entries, _, catalog_report) = read_catalog(catalog_file)
         .with_context(|| format!("reading {}", args.catalog.display()))?;
     let catalog: Catalog = entries.into_iter().collect();
-    let key = settings.key(None)?;
-    let mut collector = Collector::new(&catalog, Validator::now(), Pseudonymizer::new(&key))
+    let keys = settings.keys(None)?;
+    let mut collector = Collector::new(&catalog, Validator::now(), Pseudonymizer::from_ring(&keys))
         .with_workers(args.threads);
     let to_stdout = args.out.as_os_str() == "-";
     let started = std::time::Instant::now();

@@ -237,6 +237,7 @@ mod tests {
             backend: crate::setup::BackendKind::Embedded,
             data_dir: data_dir.to_owned(),
             pseudonym_key: None,
+            pseudonym_keyring: None,
             pseudonym_key_id: "k1".into(),
             cuboids: "country,device,genre,content_id".into(),
             served_countries: "*".into(),

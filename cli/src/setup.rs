@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::cube::CuboidSet;
-use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
+use streamcube_model::pseudonym::{KeyRing, PseudonymKey, Pseudonymizer};
 use streamcube_pipeline::{Pipeline, PipelineConfig};
 
 /// The key file created in a data directory when no key is configured.
@@ -74,6 +74,11 @@ pub struct Settings {
         global = true
     )]
     pub pseudonym_key: Option<String>,
+    /// A JSON file of rotating keys, `{"keys": [{"key_id", "key", "from"?}, ...]}`: each key
+    /// pseudonymizes the events of the days from its `from` on (the oldest has none). Takes
+    /// precedence over the single key.
+    #[arg(long, env = "STREAMCUBE_PSEUDONYM_KEYRING", global = true)]
+    pub pseudonym_keyring: Option<PathBuf>,
     /// Id of the pseudonymization key (recorded so a rotation can be traced).
     #[arg(
         long,
@@ -125,8 +130,21 @@ impl Settings {
         }
     }
 
-    pub fn config(&self, key: &PseudonymKey) -> anyhow::Result<PipelineConfig> {
-        let mut config = PipelineConfig::new(Pseudonymizer::new(key));
+    /// The key ring file when one is configured, else the single key (see [`Self::key`]).
+    pub fn keys(&self, dir: Option<&Path>) -> anyhow::Result<KeyRing> {
+        match &self.pseudonym_keyring {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                KeyRing::from_json(&text)
+                    .with_context(|| format!("the key ring in {} is not valid", path.display()))
+            }
+            None => Ok(KeyRing::single(self.key(dir)?)),
+        }
+    }
+
+    pub fn config(&self, keys: &KeyRing) -> anyhow::Result<PipelineConfig> {
+        let mut config = PipelineConfig::new(Pseudonymizer::from_ring(keys));
         config.cuboids = self.cuboid_set()?;
         config.served_countries = PipelineConfig::parse_countries(&self.served_countries)
             .map_err(anyhow::Error::msg)
@@ -150,9 +168,12 @@ impl Settings {
         let names = streamcube_aws::AwsNames::from_env(&|k| std::env::var(k).ok())?;
         let aws = streamcube_aws::AwsBackend::connect(names).await;
         let secret = std::env::var("STREAMCUBE_PSEUDONYM_SECRET_ARN").ok();
-        let key = match (&self.pseudonym_key, secret) {
-            (Some(_), _) => self.key(None)?,
-            (None, Some(secret)) => streamcube_aws::secret::load_key(&aws.secrets, &secret).await?,
+        let keys = match (&self.pseudonym_key, secret) {
+            (Some(_), _) => self.keys(None)?,
+            _ if self.pseudonym_keyring.is_some() => self.keys(None)?,
+            (None, Some(secret)) => {
+                streamcube_aws::secret::load_keys(&aws.secrets, &secret).await?
+            }
             (None, None) => bail!(
                 "the AWS backend needs the deployment's key: set STREAMCUBE_PSEUDONYM_SECRET_ARN \
                  (the stack's PseudonymSecretArn output); a different key would break \
@@ -161,7 +182,7 @@ impl Settings {
         };
         let lake_bucket = aws.names.lake_bucket.clone();
         Ok((
-            Pipeline::new(aws.stores()?, self.config(&key)?),
+            Pipeline::new(aws.stores()?, self.config(&keys)?),
             Opened::Aws { lake_bucket },
         ))
     }
@@ -177,8 +198,8 @@ impl Settings {
     /// The pipeline on the embedded backend in the data directory.
     pub fn embedded(&self) -> anyhow::Result<(Pipeline, EmbeddedBackend)> {
         let backend = EmbeddedBackend::open(&self.data_dir)?;
-        let key = self.key(Some(&self.data_dir))?;
-        let mut config = self.config(&key)?;
+        let keys = self.keys(Some(&self.data_dir))?;
+        let mut config = self.config(&keys)?;
         // SQLite writes each transaction's dirty pages to its log once: large transactions
         // amortize that over many events (silver keys are random, so pages are spread out).
         config.write_batch = streamcube_embedded::WRITE_BATCH;

@@ -308,7 +308,7 @@ async fn a_lagging_hour_index_is_read_until_it_shows_the_batch() {
     let ghost = SilverEvent {
         event_id: "0b6f9d5e-3c1a-4f57-9a61-2f0d8c4b7e10".into(),
         occurred_at_ms: 1_795_248_000_000 + 312_000, // 2026-11-21T08:05:12Z
-        viewer: Pseudonymizer::new(&key).pseudonymize("v000042"),
+        viewer: Pseudonymizer::new(&key).pseudonymize("v000042", 1_795_248_312_000),
         content_id: "c000017".into(),
         device: streamcube_model::event::Device::Web,
         country: "BR".parse().expect("country"),

@@ -100,7 +100,7 @@ async fn bulk_writes_decide_like_conditional_ones() {
     let event = |id: &str, origin: &str| streamcube_model::event::SilverEvent {
         event_id: id.into(),
         occurred_at_ms: 1_793_000_000_000,
-        viewer: p.pseudonymize("viewer"),
+        viewer: p.pseudonymize("viewer", 1_793_000_000_000),
         content_id: "c1".into(),
         device: streamcube_model::event::Device::Tv,
         country: "BR".parse().expect("country"),

@@ -12,7 +12,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use streamcube_aws::{AwsBackend, AwsNames};
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::cube::CuboidSet;
-use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
+use streamcube_model::pseudonym::{KeyRing, PseudonymKey, Pseudonymizer};
 use streamcube_pipeline::http::{ApiError, handle, route};
 use streamcube_pipeline::{Pipeline, PipelineConfig};
 
@@ -116,22 +116,22 @@ impl Settings {
     /// function that never pseudonymizes gets a random key of its own, which nothing it does
     /// ever uses (silver and gold hold pseudonyms already).
     pub async fn pipeline_for(&self, use_key: KeyUse) -> Result<Pipeline, ConfigError> {
-        let (stores, key) = match &self.backend {
+        let (stores, keys) = match &self.backend {
             Backend::Embedded { data_dir } => {
                 let backend = EmbeddedBackend::open(data_dir)?;
                 let key = match &self.key {
                     Some(k) => k.clone(),
                     None => local_key(data_dir)?,
                 };
-                (backend.stores(), key)
+                (backend.stores(), KeyRing::single(key))
             }
             Backend::Aws(names) => {
                 let aws = AwsBackend::connect(names.clone()).await;
-                let key = match (&self.key_secret, use_key) {
+                let keys = match (&self.key_secret, use_key) {
                     (Some(secret), _) => {
-                        streamcube_aws::secret::load_key(&aws.secrets, secret).await?
+                        streamcube_aws::secret::load_keys(&aws.secrets, secret).await?
                     }
-                    (None, KeyUse::None) => unused_key()?,
+                    (None, KeyUse::None) => KeyRing::single(unused_key()?),
                     (None, KeyUse::Pseudonymizes) => {
                         return Err(ConfigError::Missing(
                             "STREAMCUBE_PSEUDONYM_SECRET_ARN",
@@ -139,10 +139,10 @@ impl Settings {
                         ));
                     }
                 };
-                (aws.stores()?, key)
+                (aws.stores()?, keys)
             }
         };
-        let mut config = PipelineConfig::new(Pseudonymizer::new(&key));
+        let mut config = PipelineConfig::new(Pseudonymizer::from_ring(&keys));
         config.cuboids = self.cuboids.clone();
         config.served_countries = PipelineConfig::parse_countries(&self.served_countries)
             .map_err(|e| ConfigError::Invalid("STREAMCUBE_SERVED_COUNTRIES", e))?;

@@ -256,11 +256,17 @@ impl Worker {
             let viewer = match self.viewers.get(ev.viewer_id) {
                 Some(v) => *v,
                 None => {
-                    if self.viewers.len() >= VIEWER_CACHE_MAX {
-                        self.viewers.clear();
+                    let v = self
+                        .pseudonymizer
+                        .pseudonymize(ev.viewer_id, ev.occurred_at_ms)
+                        .sketch_hash();
+                    // With one key a viewer's pseudonym is the same on every day.
+                    if self.pseudonymizer.is_single_key() {
+                        if self.viewers.len() >= VIEWER_CACHE_MAX {
+                            self.viewers.clear();
+                        }
+                        self.viewers.insert(ev.viewer_id.into(), v);
                     }
-                    let v = self.pseudonymizer.pseudonymize(ev.viewer_id).sketch_hash();
-                    self.viewers.insert(ev.viewer_id.into(), v);
                     v
                 }
             };

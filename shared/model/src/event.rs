@@ -777,7 +777,7 @@ impl SilverEvent {
         SilverEvent {
             event_id: ev.event_id.to_owned(),
             occurred_at_ms: ev.occurred_at_ms,
-            viewer: p.pseudonymize(ev.viewer_id),
+            viewer: p.pseudonymize(ev.viewer_id, ev.occurred_at_ms),
             content_id: ev.content_id.to_owned(),
             device: ev.device,
             country: ev.country,

@@ -88,7 +88,7 @@ fn pseudonymizer() -> Pseudonymizer {
 
 /// A viewer pseudonym no other check uses.
 fn viewer() -> Pseudonym {
-    pseudonymizer().pseudonymize(&unique("viewer"))
+    pseudonymizer().pseudonymize(&unique("viewer"), 0)
 }
 
 fn country(code: &str) -> Country {

@@ -23,13 +23,22 @@ impl Pipeline {
     /// harmless: the second run finds nothing.
     #[tracing::instrument(skip_all, err)]
     pub async fn erase_viewer(&self, viewer_id: &str) -> Result<Erasure, PipelineError> {
-        let pseudonym = self.config.pseudonymizer.pseudonymize(viewer_id);
-        self.erase_pseudonym(&pseudonym).await
+        // Under every key of the ring: a rotation gives the viewer another pseudonym from its
+        // first day on.
+        let pseudonyms = self.config.pseudonymizer.every_pseudonym(viewer_id);
+        self.erase_pseudonyms(&pseudonyms).await
     }
 
     /// [`Self::erase_viewer`] for a viewer known by pseudonym only.
     pub async fn erase_pseudonym(&self, pseudonym: &Pseudonym) -> Result<Erasure, PipelineError> {
-        let found = self.stores.silver.viewer_events(pseudonym).await?;
+        self.erase_pseudonyms(std::slice::from_ref(pseudonym)).await
+    }
+
+    async fn erase_pseudonyms(&self, pseudonyms: &[Pseudonym]) -> Result<Erasure, PipelineError> {
+        let mut found = Vec::new();
+        for pseudonym in pseudonyms {
+            found.extend(self.stores.silver.viewer_events(pseudonym).await?);
+        }
         let ids: Vec<String> = found.iter().map(|(id, _)| id.clone()).collect();
         let mut hours: Vec<i64> = found.iter().map(|(_, h)| *h).collect();
         hours.sort_unstable();
