@@ -387,6 +387,8 @@ def test_http_api_throttles_logs_and_allows_the_dashboard(cfn: dict[str, Any]) -
     assert "$context.routeKey" in props["AccessLogSettings"]["Format"]
     cors = cfn["Resources"]["HttpApi"]["Properties"]["Body"]["x-amazon-apigateway-cors"]
     assert cors["allowOrigins"] != ["*"] and len(cors["allowOrigins"]) == 1
+    # The dashboard can read the request id of an error and a 503's Retry-After.
+    assert set(cors["exposeHeaders"]) == {"x-request-id", "retry-after"}
 
 
 # --------------------------------------------------------------------------------------------
