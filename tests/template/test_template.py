@@ -479,6 +479,15 @@ def test_lake_expires_reports_quarantine_and_replaced_versions(sam: dict[str, An
         assert any("NoncurrentVersionExpiration" in r for r in props["LifecycleConfiguration"]["Rules"]), bucket
 
 
+def test_raw_viewer_ids_expire_and_stay_out_of_logs_by_default(sam: dict[str, Any]) -> None:
+    params = sam["Parameters"]
+    # Erasure reaches the raw zones (bronze, quarantine) only through their expiry.
+    assert 0 < params["BronzeRetentionDays"]["Default"] <= 31
+    assert 0 < params["QuarantineRetentionDays"]["Default"] <= 31
+    # At trace level the Lambda runtime logs whole invocation payloads (raw viewer ids).
+    assert "trace" not in params["LogLevel"]["AllowedValues"]
+
+
 def test_gold_table_is_queryable_without_a_crawler(sam: dict[str, Any]) -> None:
     table = sam["Resources"]["CubeGlueTable"]["Properties"]["TableInput"]
     assert table["Name"] == "cube" and table["TableType"] == "EXTERNAL_TABLE"

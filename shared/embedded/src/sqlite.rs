@@ -120,6 +120,9 @@ impl SqliteStore {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Deleted rows are overwritten, not left in free pages: an erased viewer's pseudonym and
+        // sketch hash must leave the file, not only the tables.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Silver's keys arrive in random order: a page cache of 64 MiB (the default is 2 MiB)
         // and memory-mapped reads keep batch inserts from re-reading and re-writing pages.
