@@ -247,6 +247,7 @@ impl Pipeline {
                 // partition in the table catalog. Written after the flip, so a failure
                 // leaves gold right and the retry rewrites them.
                 self.export_day(day, &day_cells, all_hours).await?;
+                self.reexport_if_replaced(day, manifest.version).await?;
                 // What the flip replaced is garbage now; readers still on it notice the
                 // manifest moved and read again.
                 let keep = manifest.referenced();
@@ -317,6 +318,31 @@ impl Pipeline {
             );
             tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
         }
+    }
+
+    /// When another consolidation flipped the day after us and exported before we did, our
+    /// exports hide its newer generation: export what the manifest publishes now. Whoever
+    /// finishes exporting last thus leaves the lake on the published generation.
+    async fn reexport_if_replaced(&self, day: NaiveDate, ours: u64) -> Result<(), PipelineError> {
+        let gold = &self.stores.gold;
+        let mut exported = ours;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let Some(m) = gold.manifest(day).await? else {
+                return Ok(());
+            };
+            if m.version == exported {
+                return Ok(());
+            }
+            let day_cells = gold.cells(day, Level::Day, m.day_generation, None).await?;
+            let mut hours = Vec::with_capacity(m.hours.len());
+            for (h, g) in &m.hours {
+                hours.push((*h, gold.cells(day, Level::Hour(*h), *g, None).await?));
+            }
+            tracing::info!(%day, version = m.version, "a later generation was published meanwhile; exporting it");
+            self.export_day(day, &day_cells, hours).await?;
+            exported = m.version;
+        }
+        Ok(())
     }
 
     /// Writes the day's CSV and Parquet exports and registers its partition.
