@@ -6,42 +6,16 @@ use std::sync::Arc;
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use streamcube_aws::{AwsBackend, AwsNames, glue::GlueCatalog, provision};
+use streamcube_aws::{AwsBackend, glue::GlueCatalog};
 use streamcube_datagen::GenConfig;
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
 use streamcube_model::query::{Query, QueryLimits};
 use streamcube_pipeline::{Pipeline, PipelineConfig, Stores, conformance, export};
 
-fn require(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!(
-            "{var} is not set: these tests need the AWS emulator; run `scripts/test.sh`, which \
-             starts moto_server on 127.0.0.1 and sets it"
-        )
-    })
-}
+mod common;
 
-/// Fresh tables (unique names) on the emulator, and the test buckets.
-async fn backend(tag: &str) -> AwsBackend {
-    require("AWS_ENDPOINT_URL");
-    let run = format!("{tag}-{}", hex::encode(rand::random::<[u8; 4]>()));
-    let names = AwsNames {
-        silver_table: format!("silver-{run}"),
-        cube_table: format!("cube-{run}"),
-        catalog_table: format!("catalog-{run}"),
-        bronze_bucket: require("STREAMCUBE_TEST_BRONZE_BUCKET"),
-        lake_bucket: require("STREAMCUBE_TEST_LAKE_BUCKET"),
-        glue_database: format!("streamcube_{}", run.replace('-', "_")),
-        glue_table: "cube".into(),
-        retention_days: Some(400),
-    };
-    let aws = AwsBackend::connect(names).await;
-    provision::create_tables(&aws.dynamo, &aws.names)
-        .await
-        .expect("tables created on the emulator");
-    aws
-}
+use common::backend;
 
 fn stores(aws: &AwsBackend) -> Stores {
     aws.stores().expect("the S3 clients build")

@@ -8,7 +8,7 @@
 //! the cube is compared with a recount of the events sent.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
@@ -18,79 +18,16 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use streamcube_aws::{AwsBackend, AwsNames, provision};
 use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
 use streamcube_model::query::{Query, QueryLimits, first_hour};
 use streamcube_pipeline::{Pipeline, PipelineConfig};
 
+mod common;
+
+use common::{backend, logs, scan};
+
 const KEY: [u8; 32] = [0x5a; 32];
 const DAYS: [&str; 2] = ["2026-05-12", "2026-05-13"];
-
-fn require(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!(
-            "{var} is not set: these tests need the AWS emulator; run `scripts/test.sh`, or \
-             `source scripts/emulator.sh` first"
-        )
-    })
-}
-
-/// Fresh tables (unique names) on the emulator, and the test buckets.
-async fn backend(tag: &str) -> AwsBackend {
-    require("AWS_ENDPOINT_URL");
-    let run = format!("{tag}-{}", hex::encode(rand::random::<[u8; 4]>()));
-    let names = AwsNames {
-        silver_table: format!("silver-{run}"),
-        cube_table: format!("cube-{run}"),
-        catalog_table: format!("catalog-{run}"),
-        bronze_bucket: require("STREAMCUBE_TEST_BRONZE_BUCKET"),
-        lake_bucket: require("STREAMCUBE_TEST_LAKE_BUCKET"),
-        glue_database: format!("streamcube_{}", run.replace('-', "_")),
-        glue_table: "cube".into(),
-        retention_days: Some(400),
-    };
-    let aws = AwsBackend::connect(names).await;
-    provision::create_tables(&aws.dynamo, &aws.names)
-        .await
-        .expect("tables created on the emulator");
-    aws
-}
-
-/// Every log line of this process, at every level (debug included), without colours.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
-fn logs() -> &'static Logs {
-    static LOGS: OnceLock<Logs> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Logs::default();
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .init();
-        logs
-    })
-}
 
 /// One playback event as a client sends it.
 #[derive(Clone, Debug)]
@@ -299,28 +236,6 @@ async fn call(
     )
 }
 
-/// Every item of a table.
-async fn scan(aws: &AwsBackend, table: &str) -> Vec<HashMap<String, AttributeValue>> {
-    let mut items = Vec::new();
-    let mut start = None;
-    loop {
-        let page = aws
-            .dynamo
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        items.extend(page.items.unwrap_or_default());
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return items;
-        }
-    }
-}
-
 /// Every byte of an item's names and values.
 fn item_bytes(item: &HashMap<String, AttributeValue>) -> Vec<u8> {
     fn value(v: &AttributeValue, out: &mut Vec<u8>) {
@@ -380,7 +295,7 @@ async fn objects(store: &Arc<dyn ObjectStore>) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_raw_viewer_id_on_aws_and_erasure_reaches_every_sketch() {
-    let logs = logs();
+    let logs = logs("trace");
     let seed: u64 = rand::random();
     eprintln!("seed {seed}");
     let mut g = Gen {

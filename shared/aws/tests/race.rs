@@ -9,105 +9,23 @@
 //! day and equal a recount of the events sent.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::NaiveDate;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use streamcube_aws::{AwsBackend, AwsNames, provision};
+use streamcube_aws::{AwsBackend, provision};
 use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
 use streamcube_model::query::{Query, QueryLimits, first_hour};
 use streamcube_pipeline::consolidate::{DaySummary, Expected};
 use streamcube_pipeline::{Pipeline, PipelineConfig};
 
+mod common;
+
+use common::{logs, names, require, scan};
+
 const DAY: &str = "2026-06-09";
-
-fn require(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!(
-            "{var} is not set: these tests need the AWS emulator; run `scripts/test.sh`, or \
-             `source scripts/emulator.sh` first"
-        )
-    })
-}
-
-fn names(tag: &str) -> AwsNames {
-    let run = format!("{tag}-{}", hex::encode(rand::random::<[u8; 4]>()));
-    AwsNames {
-        silver_table: format!("silver-{run}"),
-        cube_table: format!("cube-{run}"),
-        catalog_table: format!("catalog-{run}"),
-        bronze_bucket: require("STREAMCUBE_TEST_BRONZE_BUCKET"),
-        lake_bucket: require("STREAMCUBE_TEST_LAKE_BUCKET"),
-        glue_database: format!("streamcube_{}", run.replace('-', "_")),
-        glue_table: "cube".into(),
-        retention_days: Some(400),
-    }
-}
-
-/// The log lines of this process at info level, to count the publish races lost.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
-fn logs() -> &'static Logs {
-    static LOGS: OnceLock<Logs> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Logs::default();
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "streamcube_pipeline=info",
-            ))
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .init();
-        logs
-    })
-}
-
-/// Every item of a table.
-async fn scan(
-    aws: &AwsBackend,
-    table: &str,
-) -> Vec<std::collections::HashMap<String, AttributeValue>> {
-    let mut items = Vec::new();
-    let mut start = None;
-    loop {
-        let page = aws
-            .dynamo
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        items.extend(page.items.unwrap_or_default());
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return items;
-        }
-    }
-}
 
 fn text(item: &std::collections::HashMap<String, AttributeValue>, k: &str) -> String {
     match item.get(k) {
@@ -135,7 +53,7 @@ async fn consolidate(p: Pipeline, day: NaiveDate, work: Work) -> DaySummary {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_racing_consolidations_end_in_one_generation_with_every_event() {
     require("AWS_ENDPOINT_URL");
-    let logs = logs();
+    let logs = logs("streamcube_pipeline=info");
     let seed: u64 = rand::random();
     eprintln!("seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
