@@ -24,158 +24,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use sha2::{Digest, Sha256};
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::cube::Dims;
 use streamcube_model::pseudonym::Pseudonym;
+
+#[path = "../../tests/support/probe.rs"]
+mod probe;
+
+use probe::{Ev, Gen, contains_bytes, found_in, hmac_sha256, token};
 
 const KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const DAYS: [&str; 2] = ["2026-03-10", "2026-03-11"];
 const SERVED: &str = "BR,AR";
 
-/// One playback event as a client sends it.
-#[derive(Clone, Debug)]
-struct Ev {
-    id: String,
-    at: String,
-    viewer: String,
-    content: String,
-    device: &'static str,
-    country: &'static str,
-    watch: u32,
-    bitrate: Option<u32>,
-    buffering: Option<u32>,
-    completed: bool,
-}
-
-impl Ev {
-    fn day(&self) -> String {
-        self.at[..10].to_owned()
-    }
-
-    fn hour(&self) -> String {
-        format!("{}:00:00Z", &self.at[..13])
-    }
-
-    fn csv(&self) -> String {
-        let opt = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_default();
-        format!(
-            "{},{},{},{},{},{},{},{},{},{}",
-            self.id,
-            self.at,
-            self.viewer,
-            self.content,
-            self.device,
-            self.country,
-            self.watch,
-            opt(self.bitrate),
-            opt(self.buffering),
-            self.completed
-        )
-    }
-
-    fn json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "event_id": self.id,
-            "occurred_at": self.at,
-            "viewer_id": self.viewer,
-            "content_id": self.content,
-            "device": self.device,
-            "country": self.country,
-            "watch_seconds": self.watch,
-            "completed": self.completed,
-        });
-        if let Some(b) = self.bitrate {
-            v["bitrate_kbps"] = b.into();
-        }
-        if let Some(b) = self.buffering {
-            v["buffering_ms"] = b.into();
-        }
-        v
-    }
-}
-
-fn token(rng: &mut StdRng, n: usize) -> String {
-    (0..n)
-        .map(|_| char::from(rng.sample(rand::distr::Alphanumeric)))
-        .collect()
-}
-
-/// Events with random content; ids unique within the run.
-struct Gen {
-    rng: StdRng,
-    n: u32,
-}
-
-impl Gen {
-    fn event(&mut self, viewer: &str, day: &str) -> Ev {
-        self.n += 1;
-        let rng = &mut self.rng;
-        let (h, m) = (rng.random_range(0..24), rng.random_range(0..60));
-        Ev {
-            id: format!("e{:04}-{}", self.n, token(rng, 8)),
-            at: format!("{day}T{h:02}:{m:02}:{:02}Z", rng.random_range(0..60)),
-            viewer: viewer.to_owned(),
-            content: format!("c{}", rng.random_range(1..=6)),
-            device: ["tv", "mobile", "web", "tablet"][rng.random_range(0..4)],
-            country: ["BR", "AR"][rng.random_range(0..2)],
-            watch: rng.random_range(0..7200),
-            bitrate: rng.random_bool(0.7).then(|| rng.random_range(300..9000)),
-            buffering: rng.random_bool(0.5).then(|| rng.random_range(0..5000)),
-            completed: rng.random_bool(0.4),
-        }
-    }
-
-    /// `n` events of random viewers, plus one per day for each of `always`.
-    fn batch(&mut self, viewers: &[String], always: &[&String], n: usize) -> Vec<Ev> {
-        let mut out = Vec::new();
-        for day in DAYS {
-            for v in always {
-                out.push(self.event(v, day));
-            }
-        }
-        for _ in 0..n {
-            let v = viewers[self.rng.random_range(0..viewers.len())].clone();
-            let day = DAYS[self.rng.random_range(0..2)];
-            out.push(self.event(&v, day));
-        }
-        out
-    }
-}
-
-/// HMAC-SHA-256 from its definition (RFC 2104), independent of the pipeline's pseudonymizer.
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
 fn pseudonym(viewer: &str) -> [u8; 32] {
     hmac_sha256(&hex::decode(KEY).expect("hex key"), viewer.as_bytes())
-}
-
-fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// The ids of `ids` that occur in `text`.
-fn found_in<'a>(text: &str, ids: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-    ids.into_iter()
-        .filter(|id| text.contains(id.as_str()))
-        .cloned()
-        .collect()
 }
 
 /// Every command run, with everything it printed.
@@ -489,10 +352,7 @@ fn scan_data_dir(
 fn no_raw_viewer_id_leaves_the_edge_and_erasure_reaches_every_sketch() {
     let seed: u64 = rand::random();
     eprintln!("seed {seed}");
-    let mut g = Gen {
-        rng: StdRng::seed_from_u64(seed),
-        n: 0,
-    };
+    let mut g = Gen::new(seed, DAYS);
     let tmp = tempfile::tempdir().expect("tmp");
     let input = tmp.path().join("input");
     std::fs::create_dir_all(&input).expect("input dir");
@@ -1002,10 +862,7 @@ fn no_raw_viewer_id_leaves_the_edge_and_erasure_reaches_every_sketch() {
 /// file's free pages.
 #[test]
 fn erased_pseudonym_bytes_leave_the_database_file() {
-    let mut g = Gen {
-        rng: StdRng::seed_from_u64(rand::random()),
-        n: 0,
-    };
+    let mut g = Gen::new(rand::random(), DAYS);
     let tmp = tempfile::tempdir().expect("tmp");
     let data = tmp.path().join("data");
     let mut runner = Runner {

@@ -15,9 +15,6 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use sha2::{Digest, Sha256};
 use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
 use streamcube_model::query::{Query, QueryLimits, first_hour};
 use streamcube_pipeline::{Pipeline, PipelineConfig};
@@ -26,126 +23,17 @@ mod common;
 
 use common::{backend, logs, scan};
 
+#[path = "../../../tests/support/probe.rs"]
+mod probe;
+
+use probe::{Ev, Gen, contains_bytes, found_in, hmac_sha256, token};
+
 const KEY: [u8; 32] = [0x5a; 32];
 const DAYS: [&str; 2] = ["2026-05-12", "2026-05-13"];
 
-/// One playback event as a client sends it.
-#[derive(Clone, Debug)]
-struct Ev {
-    id: String,
-    at: String,
-    viewer: String,
-    content: String,
-    device: &'static str,
-    country: &'static str,
-    watch: u32,
-    completed: bool,
-}
-
-impl Ev {
-    fn day(&self) -> String {
-        self.at[..10].to_owned()
-    }
-
-    fn hour(&self) -> String {
-        format!("{}:00:00Z", &self.at[..13])
-    }
-
-    fn csv(&self) -> String {
-        format!(
-            "{},{},{},{},{},{},{},,,{}",
-            self.id,
-            self.at,
-            self.viewer,
-            self.content,
-            self.device,
-            self.country,
-            self.watch,
-            self.completed
-        )
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "event_id": self.id,
-            "occurred_at": self.at,
-            "viewer_id": self.viewer,
-            "content_id": self.content,
-            "device": self.device,
-            "country": self.country,
-            "watch_seconds": self.watch,
-            "completed": self.completed,
-        })
-    }
-}
-
-fn token(rng: &mut StdRng, n: usize) -> String {
-    (0..n)
-        .map(|_| char::from(rng.sample(rand::distr::Alphanumeric)))
-        .collect()
-}
-
-struct Gen {
-    rng: StdRng,
-    n: u32,
-}
-
-impl Gen {
-    fn event(&mut self, viewer: &str, day: &str) -> Ev {
-        self.n += 1;
-        let rng = &mut self.rng;
-        let (h, m) = (rng.random_range(0..24), rng.random_range(0..60));
-        Ev {
-            id: format!("p{:04}-{}", self.n, token(rng, 8)),
-            at: format!("{day}T{h:02}:{m:02}:00Z"),
-            viewer: viewer.to_owned(),
-            content: format!("c{}", rng.random_range(1..=5)),
-            device: ["tv", "mobile", "web"][rng.random_range(0..3)],
-            country: ["BR", "AR"][rng.random_range(0..2)],
-            watch: rng.random_range(0..3600),
-            completed: rng.random_bool(0.5),
-        }
-    }
-
-    /// `n` events of random viewers, plus one per day for each of `always`.
-    fn batch(&mut self, viewers: &[String], always: &[&String], n: usize) -> Vec<Ev> {
-        let mut out = Vec::new();
-        for day in DAYS {
-            for v in always {
-                out.push(self.event(v, day));
-            }
-        }
-        for _ in 0..n {
-            let v = viewers[self.rng.random_range(0..viewers.len())].clone();
-            let day = DAYS[self.rng.random_range(0..2)];
-            out.push(self.event(&v, day));
-        }
-        out
-    }
-}
-
-/// HMAC-SHA-256 from its definition (RFC 2104), independent of the pipeline's pseudonymizer.
+/// The pipeline's pseudonym of `viewer`, computed independently of its code.
 fn pseudonym(viewer: &str) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    k[..32].copy_from_slice(&KEY);
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(viewer.as_bytes());
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-fn found_in<'a>(text: &str, ids: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-    ids.into_iter()
-        .filter(|id| text.contains(id.as_str()))
-        .cloned()
-        .collect()
+    hmac_sha256(&KEY, viewer.as_bytes())
 }
 
 /// (plays, unique viewers) per group.
@@ -298,10 +186,7 @@ async fn no_raw_viewer_id_on_aws_and_erasure_reaches_every_sketch() {
     let logs = logs("trace");
     let seed: u64 = rand::random();
     eprintln!("seed {seed}");
-    let mut g = Gen {
-        rng: StdRng::seed_from_u64(seed),
-        n: 0,
-    };
+    let mut g = Gen::new(seed, DAYS);
     let aws = backend("privacy").await;
     let stores = aws.stores().expect("the S3 clients build");
     let mut config = PipelineConfig::new(Pseudonymizer::new(
