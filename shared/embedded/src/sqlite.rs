@@ -346,6 +346,16 @@ impl SilverStore for SqliteStore {
         })
         .await
     }
+
+    /// `secure_delete` zeroes deleted rows in the pages, but the write-ahead log still holds the
+    /// pages as they were until it is checkpointed and reset: do both now.
+    async fn purge_deleted(&self) -> StoreResult<()> {
+        self.with(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(sql_err)
+        })
+        .await
+    }
 }
 
 #[async_trait]

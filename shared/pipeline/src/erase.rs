@@ -52,6 +52,8 @@ impl Pipeline {
         } else {
             self.consolidate_hours(&hours).await?
         };
+        // After the recomputation, which replaced the cells that counted the viewer.
+        self.stores.silver.purge_deleted().await?;
         tracing::info!(events_deleted, partitions = hours.len(), "viewer erased");
         Ok(Erasure {
             events_deleted,

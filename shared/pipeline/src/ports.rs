@@ -78,6 +78,12 @@ pub trait SilverStore: Send + Sync {
 
     /// Deletes events by id; returns how many existed.
     async fn delete(&self, event_ids: &[String]) -> StoreResult<u64>;
+
+    /// Makes what was deleted unrecoverable from the store's own files, after an erasure (a
+    /// store that keeps no old page images, such as DynamoDB, has nothing to do).
+    async fn purge_deleted(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// The level of a set of gold cells.
