@@ -17,12 +17,10 @@
 //!   viewer ids that only came in refused API requests are nowhere at all.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::cube::Dims;
@@ -32,6 +30,10 @@ use streamcube_model::pseudonym::Pseudonym;
 mod probe;
 
 use probe::{Ev, Gen, contains_bytes, found_in, hmac_sha256, token};
+
+mod common;
+
+use common::request;
 
 const KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const DAYS: [&str; 2] = ["2026-03-10", "2026-03-11"];
@@ -156,34 +158,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// One HTTP/1.1 request; returns (status, body).
-fn request(addr: &str, method: &str, path: &str, ctype: Option<&str>, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    let ctype = ctype
-        .map(|c| format!("Content-Type: {c}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read");
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// (plays, watch seconds, unique viewers) per group.
