@@ -6,7 +6,7 @@
 #   scripts/fuzz.sh 120             # 120 s per target
 #   scripts/fuzz.sh 20 http msk     # only these targets
 #
-# Each target is a test binary of property tests (see the README, "Fuzzing"). Every property
+# Each target is a test binary of property tests (see docs/reliability.md, "Fuzzing"). Every property
 # replays the checked-in seed corpus (fuzz/corpus/<target>/) first, then runs generated cases
 # until its share of the target's time is used (FUZZ_SECONDS) or PROPTEST_CASES cases are done.
 # A failure is shrunk and saved into fuzz/corpus/ (proptest regression seeds, or crash-*.json),
@@ -91,7 +91,7 @@ for t in "${targets[@]}"; do
   grep -o 'fuzz-execs .*' "$log" | sed 's/^fuzz-execs /    /'
 done
 
-echo "== known bugs (ignored tests named known_bug_*; see the README)"
+echo "== known bugs (ignored tests named known_bug_*; see docs/reliability.md)"
 still=()
 for t in "${targets[@]}"; do
   set -- $t
