@@ -601,6 +601,17 @@ mod tests {
     }
 
     #[test]
+    fn many_blank_lines_are_no_row() {
+        let mut data = b"event_id,occurred_at\n".to_vec();
+        data.extend(std::iter::repeat_n(b'\n', MAX_ROW_BYTES + 10));
+        data.extend_from_slice(b"e1,t\n");
+        let got = rows(&data, Format::Csv);
+        assert_eq!(got.len(), 1, "{:?}", &got[..got.len().min(2)]);
+        assert_eq!(got[0].0, 2 + MAX_ROW_BYTES as u64 + 10);
+        assert_eq!(got[0].1, "e1,t");
+    }
+
+    #[test]
     fn gzip_is_detected_by_content() {
         let plain = format!("{HEADER}\na,t,v,c,tv,BR,1,,,true\n");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
