@@ -479,6 +479,17 @@ def test_lake_expires_reports_quarantine_and_replaced_versions(sam: dict[str, An
         assert any("NoncurrentVersionExpiration" in r for r in props["LifecycleConfiguration"]["Rules"]), bucket
 
 
+def test_quarantine_is_read_only_by_the_bronze_processor_and_a_named_reader(sam: dict[str, Any]) -> None:
+    statements = sam["Resources"]["LakeBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    deny = next(s for s in statements if s.get("Sid") == "QuarantineReadOnlyByItsRoles")
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
+    assert set(deny["Action"]) == {"s3:GetObject", "s3:GetObjectVersion"}
+    assert deny["Resource"] == {"Fn::Sub": "${LakeBucket.Arn}/quarantine/*"}
+    allowed = deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+    assert {"Fn::GetAtt": ["BronzeProcessorRole", "Arn"]} in allowed
+    assert sam["Parameters"]["QuarantineReaderArn"]["Default"] == ""
+
+
 def test_raw_viewer_ids_expire_and_stay_out_of_logs_by_default(sam: dict[str, Any]) -> None:
     params = sam["Parameters"]
     # Erasure reaches the raw zones (bronze, quarantine) only through their expiry.
