@@ -4,10 +4,9 @@
 //! consolidation the cube's totals equal the sums over the unique events. No timing is asserted:
 //! `bench/load.sh` measures the rate on a release build.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,14 +17,9 @@ use streamcube_load::{
 };
 use streamcube_model::event::Country;
 
-struct Server(Child);
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Server, start_serve};
 
 const KEY: &str = "6c6f61642d746573742d6b65792d6f662d33322d62797465732d6c6f6e672121";
 
@@ -41,23 +35,14 @@ fn streamcube(data: &Path) -> Command {
 
 /// Starts `streamcube serve` on a free port and returns it with its address.
 fn serve(data: &Path) -> (Server, SocketAddr) {
-    let mut child = streamcube(data)
+    let mut command = streamcube(data);
+    command
         .args(["serve", "--addr", "127.0.0.1:0", "--dashboard"])
-        .arg(data.join("no-dashboard"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn streamcube serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let server = Server(child);
-    let mut first = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut first)
-        .expect("banner");
-    let addr = first
-        .trim()
-        .strip_prefix("serving on http://")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in the banner: {first:?}"));
+        .arg(data.join("no-dashboard"));
+    let (server, addr) = start_serve(command);
+    let addr = addr
+        .parse()
+        .unwrap_or_else(|_| panic!("not an address: {addr}"));
     (server, addr)
 }
 

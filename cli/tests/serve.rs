@@ -1,43 +1,21 @@
 //! `streamcube serve` over a real socket on 127.0.0.1: the router, body limits and the shared
 //! handler answer as the Lambda functions will.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 mod common;
 
-use common::request;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{request, start_serve};
 
 #[test]
 fn serve_answers_over_http() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamcube"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_streamcube"));
+    command
         .arg("--data-dir")
         .arg(tmp.path())
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let _server = Server(child);
-    let mut first = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut first)
-        .expect("banner");
-    let addr = first
-        .trim()
-        .strip_prefix("serving on http://")
-        .expect("address in the banner")
-        .to_owned();
+        .args(["serve", "--addr", "127.0.0.1:0"]);
+    let (_server, addr) = start_serve(command);
 
     let (status, body) = request(&addr, "GET", "/v1/health", None, "");
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));

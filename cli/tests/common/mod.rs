@@ -39,3 +39,35 @@ pub fn request(
         .unwrap_or_default();
     (status, body)
 }
+
+/// A `streamcube serve` child process, killed when dropped.
+pub struct Server(pub std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `command` (a `streamcube ... serve --addr 127.0.0.1:0 ...`) and returns the server with
+/// the address its banner names.
+pub fn start_serve(mut command: std::process::Command) -> (Server, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn streamcube serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = Server(child);
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("banner");
+    let addr = first
+        .trim()
+        .strip_prefix("serving on http://")
+        .unwrap_or_else(|| panic!("no address in the banner: {first:?}"))
+        .to_owned();
+    (server, addr)
+}
