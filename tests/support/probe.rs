@@ -86,6 +86,8 @@ pub struct Gen {
 
 impl Gen {
     pub fn new(seed: u64, days: [&'static str; 2]) -> Self {
+        // Shown with a failing test's output, so that the run can be repeated.
+        eprintln!("generator seed {seed}");
         Gen {
             rng: StdRng::seed_from_u64(seed),
             n: 0,
