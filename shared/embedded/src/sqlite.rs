@@ -233,7 +233,11 @@ impl SilverStore for SqliteStore {
         let events = events.to_vec();
         self.with(move |c| {
             let tx = c.transaction().map_err(sql_err)?;
-            let mut out = Vec::with_capacity(events.len());
+            // Inserted in key order, so that the B-tree is walked once from left to right
+            // instead of at random; the sort is stable, so the first of repeated ids still wins.
+            let mut order: Vec<usize> = (0..events.len()).collect();
+            order.sort_by(|&a, &b| events[a].event_id.cmp(&events[b].event_id));
+            let mut out = vec![PutOutcome::Duplicate; events.len()];
             let mut hours = Vec::new();
             // Ids this call inserted: a repeat of one within the call is a duplicate.
             let mut inserted = std::collections::HashSet::new();
@@ -247,7 +251,8 @@ impl SilverStore for SqliteStore {
                 let mut origin_of = tx
                     .prepare_cached("SELECT origin FROM silver_events WHERE event_id = ?1")
                     .map_err(sql_err)?;
-                for e in &events {
+                for &i in &order {
+                    let e = &events[i];
                     let n = insert
                         .execute(params![
                             e.event_id,
@@ -265,23 +270,20 @@ impl SilverStore for SqliteStore {
                         ])
                         .map_err(sql_err)?;
                     if n == 1 {
-                        out.push(PutOutcome::Inserted);
+                        out[i] = PutOutcome::Inserted;
                         hours.push(e.hour());
                         inserted.insert(e.event_id.as_str());
                         continue;
                     }
                     if inserted.contains(e.event_id.as_str()) {
-                        out.push(PutOutcome::Duplicate);
                         continue;
                     }
                     let origin: String = origin_of
                         .query_row([&e.event_id], |r| r.get(0))
                         .map_err(sql_err)?;
-                    out.push(if !e.origin.is_empty() && origin == e.origin {
-                        PutOutcome::AlreadyStored
-                    } else {
-                        PutOutcome::Duplicate
-                    });
+                    if !e.origin.is_empty() && origin == e.origin {
+                        out[i] = PutOutcome::AlreadyStored;
+                    }
                 }
             }
             hours.sort_unstable();
