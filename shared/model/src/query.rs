@@ -526,26 +526,24 @@ pub struct QueryResult {
 }
 
 impl QueryResult {
-    /// Rows as JSON objects keyed by column.
+    /// Rows as JSON objects keyed by column, serialized straight from the table (no
+    /// intermediate JSON values: a large answer is written in one pass).
+    pub fn json_rows(&self) -> JsonRows<'_> {
+        JsonRows(self)
+    }
+
+    /// [`Self::json_rows`] as JSON values.
     pub fn to_json_rows(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
-        self.rows
-            .iter()
-            .map(|r| {
-                self.columns
-                    .iter()
-                    .zip(r)
-                    .map(|(c, v)| {
-                        let v = match v {
-                            Value::Text(s) => serde_json::Value::from(s.as_str()),
-                            Value::Int(i) => serde_json::Value::from(*i),
-                            Value::Float(f) => serde_json::Value::from(*f),
-                            Value::Null => serde_json::Value::Null,
-                        };
-                        (c.clone(), v)
-                    })
-                    .collect()
-            })
-            .collect()
+        match serde_json::to_value(self.json_rows()) {
+            Ok(serde_json::Value::Array(rows)) => rows
+                .into_iter()
+                .filter_map(|r| match r {
+                    serde_json::Value::Object(m) => Some(m),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// The table as CSV with a header line.
@@ -562,6 +560,48 @@ impl QueryResult {
     }
 }
 
+/// The rows of a [`QueryResult`] as a JSON array of objects keyed by column.
+pub struct JsonRows<'a>(&'a QueryResult);
+
+impl Serialize for JsonRows<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let columns = &self.0.columns;
+        let mut seq = s.serialize_seq(Some(self.0.rows.len()))?;
+        for row in &self.0.rows {
+            seq.serialize_element(&JsonRow(columns, row))?;
+        }
+        seq.end()
+    }
+}
+
+struct JsonRow<'a>(&'a [String], &'a [Value]);
+
+impl Serialize for JsonRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (column, value) in self.0.iter().zip(self.1) {
+            map.serialize_entry(column, &JsonValue(value))?;
+        }
+        map.end()
+    }
+}
+
+/// A value as JSON: a string, a number, or null (also for a float that is not finite).
+struct JsonValue<'a>(&'a Value);
+
+impl Serialize for JsonValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Text(t) => s.serialize_str(t),
+            Value::Int(i) => s.serialize_u64(*i),
+            Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
+            Value::Float(_) | Value::Null => s.serialize_unit(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,6 +609,33 @@ mod tests {
 
     fn q(params: &[(&str, &str)]) -> Result<Query, QueryError> {
         Query::from_params(params.iter().copied(), &QueryLimits::default())
+    }
+
+    #[test]
+    fn json_rows_are_objects_keyed_by_column() {
+        let r = QueryResult {
+            columns: vec!["day".into(), "genre".into(), "plays".into(), "rate".into()],
+            rows: vec![
+                vec![
+                    Value::Text("2026-11-01".into()),
+                    Value::Null,
+                    Value::Int(3),
+                    Value::Float(0.5),
+                ],
+                vec![
+                    Value::Text("2026-11-02".into()),
+                    Value::Text("drama \"x\"".into()),
+                    Value::Int(0),
+                    Value::Float(f64::NAN),
+                ],
+            ],
+        };
+        assert_eq!(
+            serde_json::to_string(&r.json_rows()).expect("json"),
+            r#"[{"day":"2026-11-01","genre":null,"plays":3,"rate":0.5},{"day":"2026-11-02","genre":"drama \"x\"","plays":0,"rate":null}]"#
+        );
+        assert_eq!(r.to_json_rows().len(), 2);
+        assert_eq!(r.to_json_rows()[1]["rate"], serde_json::Value::Null);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use serde::Serialize;
-use streamcube_model::query::{Query, QueryError};
+use streamcube_model::query::{JsonRows, Query, QueryError};
 
 use crate::ports::StoreError;
 use crate::{Pipeline, PipelineError};
@@ -217,13 +217,19 @@ async fn dispatch(
                 );
                 return Ok(resp);
             }
+            #[derive(Serialize)]
+            struct CubeAnswer<'a> {
+                columns: &'a [String],
+                rows: JsonRows<'a>,
+                generations: &'a std::collections::BTreeMap<chrono::NaiveDate, u64>,
+            }
             Ok(json_response(
                 StatusCode::OK,
-                &serde_json::json!({
-                    "columns": answer.result.columns,
-                    "rows": answer.result.to_json_rows(),
-                    "generations": answer.generations,
-                }),
+                &CubeAnswer {
+                    columns: &answer.result.columns,
+                    rows: answer.result.json_rows(),
+                    generations: &answer.generations,
+                },
                 request_id,
             ))
         }
