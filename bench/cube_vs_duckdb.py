@@ -39,6 +39,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no __pycache__ in bench/ for the import below
+import benchlib  # noqa: E402
+from benchlib import best_of, mib, read_csv_sql, verdict  # noqa: E402
+
 # Targets (see bench/cube_vs_duckdb.sh).
 TARGET_SPEEDUP = 5.0  # streamcube at least 5x faster than DuckDB
 TARGET_MEMORY_RATIO = 3.0  # streamcube at most 1/3 of DuckDB's peak memory
@@ -59,25 +63,6 @@ EXACT_MEASURES = [
 ]
 CUBE_COLUMNS = DIMENSIONS + EXACT_MEASURES + ["unique_viewers"]
 
-EVENT_COLUMNS = {
-    "event_id": "VARCHAR",
-    "occurred_at": "TIMESTAMPTZ",
-    "viewer_id": "VARCHAR",
-    "content_id": "VARCHAR",
-    "device": "VARCHAR",
-    "country": "VARCHAR",
-    "watch_seconds": "BIGINT",
-    "bitrate_kbps": "BIGINT",
-    "buffering_ms": "BIGINT",
-    "completed": "BOOLEAN",
-}
-CATALOG_COLUMNS = {
-    "content_id": "VARCHAR",
-    "title": "VARCHAR",
-    "genre": "VARCHAR",
-    "release_year": "INTEGER",
-    "duration_seconds": "INTEGER",
-}
 CUBE_TYPES = {
     "day": "DATE",
     "country": "VARCHAR",
@@ -87,22 +72,6 @@ CUBE_TYPES = {
     **{m: "BIGINT" for m in EXACT_MEASURES},
     "unique_viewers": "BIGINT",
 }
-
-
-def sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def sql_struct(d: dict[str, str]) -> str:
-    return "{" + ", ".join(f"{sql_str(k)}: {sql_str(v)}" for k, v in d.items()) + "}"
-
-
-def read_csv_sql(files: list[str], columns: dict[str, str]) -> str:
-    file_list = "[" + ", ".join(sql_str(f) for f in files) + "]"
-    return (
-        f"read_csv({file_list}, header = true, auto_detect = false, delim = ',', "
-        f"quote = '\"', escape = '\"', columns = {sql_struct(columns)})"
-    )
 
 
 # --------------------------------------------------------------------------
@@ -142,50 +111,20 @@ def cmd_measure(args: argparse.Namespace) -> int:
 # duckdb-cube
 
 
-def cube_sql(events: list[str], catalog: str, out: str, exact: bool) -> str:
-    viewers = "count(DISTINCT viewer_id)" if exact else "approx_count_distinct(viewer_id)"
-    return f"""
-COPY (
-    WITH events AS (
-        -- Duplicates are exact copies of a row, so dropping repeated rows
-        -- deduplicates by event_id (and is DuckDB's fastest way).
-        SELECT DISTINCT *
-        FROM {read_csv_sql(events, EVENT_COLUMNS)}
-    ),
-    catalog AS (
-        SELECT content_id, any_value(genre) AS genre
-        FROM {read_csv_sql([catalog], CATALOG_COLUMNS)}
-        GROUP BY content_id
-    ),
-    plays AS (
-        SELECT CAST(e.occurred_at AS DATE) AS day,  -- session TimeZone is UTC
-               e.country, e.device, coalesce(c.genre, 'unknown') AS genre, e.content_id,
-               e.viewer_id, e.watch_seconds, e.completed, e.buffering_ms, e.bitrate_kbps
-        FROM events e LEFT JOIN catalog c ON e.content_id = c.content_id
-    )
-    SELECT day, country, device, genre, content_id,
-           count(*) AS plays,
-           sum(watch_seconds) AS watch_seconds,
-           count(*) FILTER (WHERE completed) AS completed,
-           coalesce(sum(buffering_ms), 0) AS buffering_ms,
-           coalesce(sum(bitrate_kbps), 0) AS bitrate_sum,
-           count(bitrate_kbps) AS bitrate_count,
-           {viewers} AS unique_viewers
-    FROM plays
-    GROUP BY day, CUBE (country, device, genre, content_id)
-) TO {sql_str(out)} (FORMAT csv, HEADER true)
-"""
-
-
 def cmd_duckdb_cube(args: argparse.Namespace) -> int:
-    import duckdb
-
+    con = benchlib.duckdb_connect(args.threads)
     started = time.perf_counter()
-    con = duckdb.connect()
-    con.execute(f"SET threads = {int(args.threads)}")
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET preserve_insertion_order = false")
-    con.execute(cube_sql(args.events, args.catalog, args.out, args.exact))
+    viewers = "count(DISTINCT viewer_id)" if args.exact else "approx_count_distinct(viewer_id)"
+    con.execute(
+        benchlib.cube_sql(
+            args.events,
+            args.catalog,
+            args.out,
+            period="day",
+            period_expr="CAST(e.occurred_at AS DATE)",
+            viewers=viewers,
+        )
+    )
     print(
         f"  duckdb {'exact' if args.exact else 'cube'} query: "
         f"{time.perf_counter() - started:.2f} s (inside the process)",
@@ -352,7 +291,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     ]
     print()
     for label, ok in checks:
-        print(f"  {'PASS' if ok else 'FAIL'}  {label}")
+        verdict(ok, label)
         if not ok:
             failures.append(label)
     if args.json:
@@ -370,19 +309,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 # report
 
 
-def mib(b: float) -> float:
-    return b / 2**20
-
-
-def best_of(paths: list[str]) -> dict:
-    """Best (lowest) wall time of the runs, highest peak RSS, CPU of the best run."""
-    runs = [json.loads(Path(p).read_text()) for p in paths]
-    best = dict(min(runs, key=lambda r: r["seconds"]))
-    best["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
-    best["runs"] = len(runs)
-    return best
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     ours = best_of(args.streamcube)
     duck = best_of(args.duckdb)
@@ -390,7 +316,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     mem = duck["peak_rss_bytes"] / ours["peak_rss_bytes"]
     print(f"{'tool':<24} {'seconds':>9} {'peak MiB':>9} {'cpu s':>7}")
     for label, r in (("streamcube cube", ours), ("duckdb", duck)):
-        cpu = r["user_seconds"] + r["system_seconds"]
+        cpu = benchlib.cpu_seconds(r)
         print(f"{label:<24} {r['seconds']:>9.2f} {mib(r['peak_rss_bytes']):>9.0f} {cpu:>7.2f}")
     print(f"{'duckdb / streamcube':<24} {speed:>8.2f}x {mem:>8.2f}x")
     print(
@@ -398,13 +324,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         " DuckDB's process includes the Python interpreter)"
     )
     print()
-    print(
-        f"  {'PASS' if speed >= TARGET_SPEEDUP else 'FAIL'}  streamcube at least {TARGET_SPEEDUP:g}x"
-        f" faster than DuckDB (DuckDB time / streamcube time = {speed:.2f})"
+    verdict(
+        speed >= TARGET_SPEEDUP,
+        f"streamcube at least {TARGET_SPEEDUP:g}x faster than DuckDB"
+        f" (DuckDB time / streamcube time = {speed:.2f})",
     )
-    print(
-        f"  {'PASS' if mem >= TARGET_MEMORY_RATIO else 'FAIL'}  streamcube at most 1/{TARGET_MEMORY_RATIO:g}"
-        f" of DuckDB's peak memory (DuckDB peak / streamcube peak = {mem:.2f})"
+    verdict(
+        mem >= TARGET_MEMORY_RATIO,
+        f"streamcube at most 1/{TARGET_MEMORY_RATIO:g} of DuckDB's peak memory"
+        f" (DuckDB peak / streamcube peak = {mem:.2f})",
     )
     return 0
 
@@ -416,8 +344,10 @@ def cmd_big_report(args: argparse.Namespace) -> int:
     print(
         f"  {r['seconds']:.2f} s ({rate / 1e6:.2f} M events/s), peak {mib(r['peak_rss_bytes']):.0f} MiB"
     )
-    ok = r["peak_rss_bytes"] < TARGET_BIG_PEAK_BYTES
-    print(f"  {'PASS' if ok else 'FAIL'}  peak memory below {TARGET_BIG_PEAK_BYTES / 2**30:g} GiB")
+    verdict(
+        r["peak_rss_bytes"] < TARGET_BIG_PEAK_BYTES,
+        f"peak memory below {TARGET_BIG_PEAK_BYTES / 2**30:g} GiB",
+    )
     return 0
 
 
@@ -425,46 +355,37 @@ def cmd_big_report(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = p.add_subparsers(dest="command", required=True)
+    p, sub = benchlib.commands(__doc__)
 
-    m = sub.add_parser("measure")
+    m = benchlib.command(sub, "measure", cmd_measure)
     m.add_argument("--label", required=True)
     m.add_argument("--json", required=True)
     m.add_argument("cmd", nargs=argparse.REMAINDER)
-    m.set_defaults(func=cmd_measure)
 
-    d = sub.add_parser("duckdb-cube")
+    d = benchlib.command(sub, "duckdb-cube", cmd_duckdb_cube)
     d.add_argument("--events", nargs="+", required=True)
     d.add_argument("--catalog", required=True)
     d.add_argument("--out", required=True)
     d.add_argument("--threads", type=int, default=2)
     d.add_argument("--exact", action="store_true")
-    d.set_defaults(func=cmd_duckdb_cube)
 
-    c = sub.add_parser("check")
+    c = benchlib.command(sub, "check", cmd_check)
     c.add_argument("--ours", required=True)
     c.add_argument("--duckdb", required=True)
     c.add_argument("--exact", required=True)
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--json")
-    c.set_defaults(func=cmd_check)
 
-    r = sub.add_parser("report")
+    r = benchlib.command(sub, "report", cmd_report)
     r.add_argument("--streamcube", nargs="+", required=True)
     r.add_argument("--duckdb", nargs="+", required=True)
-    r.set_defaults(func=cmd_report)
 
-    b = sub.add_parser("big-report")
+    b = benchlib.command(sub, "big-report", cmd_big_report)
     b.add_argument("--streamcube", nargs="+", required=True)
     b.add_argument("--events", type=int, required=True)
     b.add_argument("--days", type=int, required=True)
-    b.set_defaults(func=cmd_big_report)
 
-    args = p.parse_args()
-    return args.func(args)
+    return benchlib.run(p)
 
 
 if __name__ == "__main__":

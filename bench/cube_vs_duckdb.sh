@@ -38,15 +38,10 @@
 # interpreter (about 30 MiB).
 
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/.." && pwd)"
-DUCKDB_VERSION="1.5.6"
-VENV="$HERE/.venv"
-PY="$VENV/bin/python"
 HELPER="$HERE/cube_vs_duckdb.py"
-OUT="$HERE/out"
-SEED=42
 # The 1M set is the generator's default (2026-11-01, 7 days). The 30-day set
 # starts a month earlier so that it lies in the past (streamcube rejects
 # events from the future, judged by the wall clock).
@@ -58,8 +53,6 @@ RUNS=3
 THREADS=2
 SKIP_BUILD=0
 
-usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
-
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --big) BIG=1 ;;
@@ -67,88 +60,34 @@ while [[ $# -gt 0 ]]; do
         --threads) THREADS="${2:?--threads needs a number}"; shift ;;
         --skip-build) SKIP_BUILD=1 ;;
         -h | --help) usage; exit 0 ;;
-        *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+        *) usage_error "unknown option: $1 (see --help)" ;;
     esac
     shift
 done
-[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || { echo "--runs must be a positive integer" >&2; exit 2; }
-[[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || { echo "--threads must be a positive integer" >&2; exit 2; }
+positive_int --runs "$RUNS"
+positive_int --threads "$THREADS"
 
-step() { printf '\n==> %s\n' "$*"; }
-
-# measure LABEL JSON CMD...: runs CMD, prints and records wall time and peak RSS.
-measure() {
-    local label="$1" json="$2"
-    shift 2
-    "$PY" "$HELPER" measure --label "$label" --json "$json" -- "$@"
-}
-
-# generate DIR EVENTS DAYS START: writes DIR/events.csv and DIR/catalog.csv
-# with `streamcube generate`, unless an earlier complete generation with the
-# same parameters is there.
-generate() {
-    local dir="$1" events="$2" days="$3" start="$4"
-    local params="events=$events days=$days start=$start seed=$SEED"
-    if [[ -f "$dir/events.csv" && -f "$dir/catalog.csv" && "$(cat "$dir/.complete" 2>/dev/null)" == "$params" ]]; then
-        echo "using existing data in ${dir#"$ROOT"/} ($params)"
-    else
-        step "generating ${dir#"$ROOT"/}: $params"
-        rm -rf "$dir"
-        mkdir -p "$dir"
-        local started=$SECONDS
-        "$BIN" generate --events "$events" --days "$days" --start "$start" --seed "$SEED" --out-dir "$dir"
-        echo "generated in $((SECONDS - started)) s"
-        echo "$params" >"$dir/.complete"
-    fi
-    local f
-    for f in events.csv catalog.csv; do
-        awk -v f="$f" -v b="$(stat -c %s "$dir/$f")" 'BEGIN { printf "  %-12s %8.1f MiB\n", f, b / 1048576 }'
-    done
-    # streamcube rejects events in the future (by the wall clock); DuckDB does not.
-    local end today
-    end="$(date -u -d "$start + $days days" +%F)"
-    today="$(date -u +%F)"
-    if [[ "$end" > "$today" ]]; then
-        echo "  WARNING: the data runs until $end but today is $today: streamcube will reject" \
-            "the events after now as being in the future, and the comparison cannot match."
-    fi
+# prepare_data DIR EVENTS DAYS START: the generated events and catalog in DIR, in the page cache.
+prepare_data() {
+    local dir="$1" days="$3" start="$4"
+    generate "$dir" events="$2" days="$days" start="$start" seed="$SEED"
+    file_sizes "$dir/events.csv" "$dir/catalog.csv"
+    # DuckDB does not reject events from the future as streamcube does.
+    warn_if_future "$start" "$days" "streamcube will reject the events after now as being" \
+        "in the future, and the comparison cannot match."
     cat "$dir/events.csv" "$dir/catalog.csv" >/dev/null # warm the page cache for both tools
 }
 
 setup() {
-    # DuckDB, pinned, in a venv.
-    if ! "$PY" -c "import duckdb, sys; sys.exit(duckdb.__version__ != '$DUCKDB_VERSION')" 2>/dev/null; then
-        step "creating ${VENV#"$ROOT"/} with duckdb==$DUCKDB_VERSION"
-        python3 -m venv "$VENV"
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION"
-    fi
-
-    # streamcube, release build.
-    if [[ -n "${STREAMCUBE_BIN:-}" ]]; then
-        BIN="$STREAMCUBE_BIN"
-    else
-        if [[ "$SKIP_BUILD" == 0 ]]; then
-            step "cargo build --release --bin streamcube"
-            (cd "$ROOT" && cargo build --release --bin streamcube)
-        fi
-        local target_dir
-        target_dir="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-            "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-        BIN="$target_dir/release/streamcube"
-    fi
-    [[ -x "$BIN" ]] || { echo "no streamcube binary at $BIN" >&2; return 1; }
-
-    step "machine and versions"
-    echo "  $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)," \
-        "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-    echo "  duckdb $("$PY" -c 'import duckdb; print(duckdb.__version__)')," \
-        "$("$BIN" --version 2>/dev/null || echo "streamcube (version unknown)")"
+    venv_with "duckdb==$DUCKDB_VERSION"
+    release_bin "$SKIP_BUILD"
+    machine_and_versions "$(py_versions duckdb)"
 }
 
 # The 1M-event comparison. Sets CHECK_STATUS (non-zero: correctness failed).
 compare_1m() {
     local data="$OUT/data-1m" res="$OUT/results-1m" exact="$OUT/exact-1m.csv"
-    generate "$data" 1000000 7 "$START_1M"
+    prepare_data "$data" 1000000 7 "$START_1M"
     rm -rf "$res"
     mkdir -p "$res"
 
@@ -176,7 +115,7 @@ compare_1m() {
 
     step "exact reference: count(DISTINCT viewer_id) per cell (DuckDB, not timed)"
     if [[ -f "$exact" && "$exact" -nt "$data/.complete" ]]; then
-        echo "using ${exact#"$ROOT"/}"
+        echo "using $(rel "$exact")"
     else
         "$PY" "$HELPER" duckdb-cube --exact --events "$data/events.csv" \
             --catalog "$data/catalog.csv" --out "$exact.tmp" --threads "$(nproc)"
@@ -195,7 +134,7 @@ compare_1m() {
 # streamcube alone on 10M events over 30 days.
 big_run() {
     local data="$OUT/data-10m-30d" res="$OUT/results-10m-30d"
-    generate "$data" 10000000 30 "$START_BIG"
+    prepare_data "$data" 10000000 30 "$START_BIG"
     rm -rf "$res"
     mkdir -p "$res"
     step "streamcube cube on 10,000,000 events over 30 days from $START_BIG, --threads $THREADS"
@@ -220,6 +159,4 @@ main() {
     return "$CHECK_STATUS"
 }
 
-mkdir -p "$OUT"
-main 2>&1 | tee "$OUT/last-run.txt"
-exit "${PIPESTATUS[0]}"
+tee_output last-run.txt main
