@@ -11,6 +11,7 @@ transform produces (`cfn`).
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from itertools import combinations
@@ -279,6 +280,24 @@ def test_only_pseudonymizing_functions_read_the_key(sam: dict[str, Any], cfn: di
         else:
             assert not reads and not decrypts, f"{name} does not pseudonymize: no key for it"
             assert "STREAMCUBE_PSEUDONYM_SECRET_ARN" not in env, name
+
+
+def test_consolidating_roles_may_write_every_export_the_code_writes(sam: dict[str, Any]) -> None:
+    # The keys come from the code that writes them (shared/pipeline/src/export.rs).
+    source = (TEMPLATE.parent / "shared" / "pipeline" / "src" / "export.rs").read_text()
+    gold = re.search(r'pub const GOLD_PREFIX: &str = "([^"]+)";', source)
+    csv = re.search(r'format!\("([^"{]+)day=\{\}/cube\.csv"', source)
+    assert gold and csv, "export.rs no longer says where the exports go"
+    keys = [f"{gold.group(1)}day=2026-11-01/cube.parquet", f"{csv.group(1)}day=2026-11-01/cube.csv"]
+    for function in ("CubeConsolidatorFunction", "ErasureFunction"):
+        granted = [
+            r.removeprefix("${LakeBucket.Arn}/")
+            for s in allows(role_statements(sam, function), "s3:PutObject")
+            for r in strings(s["Resource"])
+            if r.startswith("${LakeBucket.Arn}/")
+        ]
+        for key in keys:
+            assert any(fnmatch.fnmatchcase(key, g) for g in granted), f"{function} may not write {key}"
 
 
 def test_cube_query_only_reads_the_cube(sam: dict[str, Any]) -> None:
