@@ -9,8 +9,10 @@
 //! makes two racing consolidations end in one generation that includes every event.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::NaiveDate;
+use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 use streamcube_model::batch::day_csv;
@@ -121,7 +123,7 @@ impl Pipeline {
         hours: &[i64],
         expected: &Expected,
     ) -> Result<Vec<DayOutcome>, PipelineError> {
-        let catalog = std::sync::Arc::new(self.stores.catalog.load().await?);
+        let catalog = Arc::new(self.stores.catalog.load().await?);
         // Days are independent: build them concurrently, a few at a time.
         let limit = std::thread::available_parallelism().map_or(2, usize::from);
         let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limit));
@@ -164,7 +166,7 @@ impl Pipeline {
     /// Recomputes `touched` hours of `day` and publishes a new generation of the day.
     pub async fn consolidate_day(
         &self,
-        catalog: &Catalog,
+        catalog: &Arc<Catalog>,
         day: NaiveDate,
         touched: &BTreeSet<u8>,
         expected: &Expected,
@@ -191,16 +193,20 @@ impl Pipeline {
             let mut hour_cells = 0;
             // Every hour's cells, for the Parquet export.
             let mut all_hours: Vec<(u8, Vec<(Dims, Cell)>)> = Vec::new();
+            // The touched hours' cubes, in hour order, each built on the blocking pool while
+            // the one before it is written and merged below: two hours in flight at a time.
+            let mut built = futures::stream::iter(touched.iter().copied())
+                .map(|h| self.hour_cells(catalog, day, h, expected))
+                .buffered(2);
             for h in 0..24u8 {
                 if touched.contains(&h) {
-                    let hour = first_hour(day) + i64::from(h);
-                    let events = self.read_hour(hour, expected.get(&hour)).await?;
-                    if events.is_empty() {
+                    let Some(next) = built.next().await else {
+                        return Err(PipelineError::Task(format!("hour {h} was not built")));
+                    };
+                    let Some(cells) = next? else {
                         hours.remove(&h);
                         continue;
-                    }
-                    let cube = build_cube(self, catalog, &events);
-                    let cells = cube.into_cells();
+                    };
                     hour_cells += cells.len() as u64;
                     gold.put_cells(day, Level::Hour(h), generation, &cells)
                         .await?;
@@ -278,6 +284,26 @@ impl Pipeline {
                 .collect();
             self.delete_generations(day, &ours).await;
         }
+    }
+
+    /// The cells of hour `h` of `day` recomputed from silver; `None` when it has no events.
+    async fn hour_cells(
+        &self,
+        catalog: &Arc<Catalog>,
+        day: NaiveDate,
+        h: u8,
+        expected: &Expected,
+    ) -> Result<Option<Vec<(Dims, Cell)>>, PipelineError> {
+        let hour = first_hour(day) + i64::from(h);
+        let events = self.read_hour(hour, expected.get(&hour)).await?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let (this, catalog) = (self.clone(), Arc::clone(catalog));
+        tokio::task::spawn_blocking(move || build_cube(&this, &catalog, &events).into_cells())
+            .await
+            .map(Some)
+            .map_err(|e| PipelineError::Task(e.to_string()))
     }
 
     /// An hour's events, read again (with backoff) while they do not show `expected` yet.
