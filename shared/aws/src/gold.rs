@@ -12,9 +12,11 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use chrono::NaiveDate;
-use streamcube_model::codec::{by_cuboid, decode_cells, encode_cells};
-use streamcube_model::cube::{Cell, Cuboid, Dims};
-use streamcube_pipeline::ports::{DayManifest, GoldStore, Level, StoreError, StoreResult};
+use streamcube_model::codec::{by_cuboid, decode_cells_where, encode_cells};
+use streamcube_model::cube::{Cell, Cuboid, Dims, DimsRef};
+use streamcube_pipeline::ports::{
+    CellFilter, DayManifest, GoldStore, Level, StoreError, StoreResult,
+};
 
 use crate::dynamo::{Item, batch_write, get_s, is_condition_failed, n, s, store_err};
 
@@ -97,6 +99,34 @@ fn delete(key: Item) -> StoreResult<WriteRequest> {
 }
 
 impl DynamoGold {
+    /// The cells of a (day, level, generation), one cuboid or all, that `keep` accepts.
+    async fn cells_decoded(
+        &self,
+        day: NaiveDate,
+        level: Level,
+        generation: u64,
+        cuboid: Option<Cuboid>,
+        keep: impl Fn(&DimsRef<'_>) -> bool,
+    ) -> StoreResult<Vec<(Dims, Cell)>> {
+        let prefix = cuboid
+            .map(|c| format!("{:03}#", c.bits()))
+            .unwrap_or_default();
+        let items = self
+            .query(&cells_pk(day, level, generation), &prefix, false)
+            .await?;
+        let mut out = Vec::new();
+        for item in &items {
+            let Some(AttributeValue::B(block)) = item.get("cells") else {
+                return Err(StoreError::Corrupt("a cell block without cells".into()));
+            };
+            out.extend(
+                decode_cells_where(block.as_ref(), &keep)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
     pub fn new(client: Client, table: &str) -> Self {
         DynamoGold {
             client,
@@ -225,22 +255,20 @@ impl GoldStore for DynamoGold {
         generation: u64,
         cuboid: Option<Cuboid>,
     ) -> StoreResult<Vec<(Dims, Cell)>> {
-        let prefix = cuboid
-            .map(|c| format!("{:03}#", c.bits()))
-            .unwrap_or_default();
-        let items = self
-            .query(&cells_pk(day, level, generation), &prefix, false)
-            .await?;
-        let mut out = Vec::new();
-        for item in &items {
-            let Some(AttributeValue::B(block)) = item.get("cells") else {
-                return Err(StoreError::Corrupt("a cell block without cells".into()));
-            };
-            out.extend(
-                decode_cells(block.as_ref()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
-        }
-        Ok(out)
+        self.cells_decoded(day, level, generation, cuboid, |_| true)
+            .await
+    }
+
+    async fn cells_where(
+        &self,
+        day: NaiveDate,
+        level: Level,
+        generation: u64,
+        cuboid: Cuboid,
+        keep: &CellFilter<'_>,
+    ) -> StoreResult<Vec<(Dims, Cell)>> {
+        self.cells_decoded(day, level, generation, Some(cuboid), keep)
+            .await
     }
 
     async fn stale_generations(

@@ -12,14 +12,14 @@ use chrono::NaiveDate;
 use rusqlite::{Connection, OptionalExtension, params};
 use streamcube_model::catalog::{Catalog, CatalogEntry};
 
-use streamcube_model::codec::{by_cuboid, decode_cells, encode_cells};
+use streamcube_model::codec::{by_cuboid, decode_cells, decode_cells_where, encode_cells};
 use streamcube_model::cube::{Cell, Cuboid, Dims};
 use streamcube_model::event::{Country, Device, SilverEvent};
 use streamcube_model::pseudonym::Pseudonym;
 use streamcube_model::report::FileReport;
 use streamcube_pipeline::ports::{
-    CatalogStore, ChangeFeed, DayManifest, GoldStore, LedgerStore, Level, PutOutcome, SilverStore,
-    StoreError, StoreResult,
+    CatalogStore, CellFilter, ChangeFeed, DayManifest, GoldStore, LedgerStore, Level, PutOutcome,
+    SilverStore, StoreError, StoreResult,
 };
 
 const SCHEMA: &str = "
@@ -225,6 +225,38 @@ fn mark_changed(tx: &rusqlite::Transaction<'_>, hours: &[i64]) -> StoreResult<()
         stmt.execute([h]).map_err(sql_err)?;
     }
     Ok(())
+}
+
+impl SqliteStore {
+    /// The encoded cell blocks of a (day, level, generation), one cuboid or all, in cuboid order.
+    async fn blocks(
+        &self,
+        day: NaiveDate,
+        level: Level,
+        generation: u64,
+        cuboid: Option<Cuboid>,
+    ) -> StoreResult<Vec<Vec<u8>>> {
+        let generation = int(generation)?;
+        self
+            .with(move |c| {
+                let cuboid_bits = cuboid.map_or(-1, |c| i64::from(c.bits()));
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT cells FROM gold_blocks
+                         WHERE day = ?1 AND level = ?2 AND generation = ?3 AND (?4 < 0 OR cuboid = ?4)
+                         ORDER BY cuboid",
+                    )
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(
+                        params![day_key(day), level_code(level), generation, cuboid_bits],
+                        |r| r.get(0),
+                    )
+                    .map_err(sql_err)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)
+            })
+            .await
+    }
 }
 
 #[async_trait]
@@ -502,29 +534,26 @@ impl GoldStore for SqliteStore {
         generation: u64,
         cuboid: Option<Cuboid>,
     ) -> StoreResult<Vec<(Dims, Cell)>> {
-        let generation = int(generation)?;
-        let blocks: Vec<Vec<u8>> = self
-            .with(move |c| {
-                let cuboid_bits = cuboid.map_or(-1, |c| i64::from(c.bits()));
-                let mut stmt = c
-                    .prepare_cached(
-                        "SELECT cells FROM gold_blocks
-                         WHERE day = ?1 AND level = ?2 AND generation = ?3 AND (?4 < 0 OR cuboid = ?4)
-                         ORDER BY cuboid",
-                    )
-                    .map_err(sql_err)?;
-                let rows = stmt
-                    .query_map(
-                        params![day_key(day), level_code(level), generation, cuboid_bits],
-                        |r| r.get(0),
-                    )
-                    .map_err(sql_err)?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)
-            })
-            .await?;
         let mut out = Vec::new();
-        for b in blocks {
+        for b in self.blocks(day, level, generation, cuboid).await? {
             out.extend(decode_cells(&b).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    async fn cells_where(
+        &self,
+        day: NaiveDate,
+        level: Level,
+        generation: u64,
+        cuboid: Cuboid,
+        keep: &CellFilter<'_>,
+    ) -> StoreResult<Vec<(Dims, Cell)>> {
+        let mut out = Vec::new();
+        for b in self.blocks(day, level, generation, Some(cuboid)).await? {
+            out.extend(
+                decode_cells_where(&b, keep).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
         }
         Ok(out)
     }

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use streamcube_model::catalog::{Catalog, CatalogEntry};
-use streamcube_model::cube::{Cell, Cuboid, Dims};
+use streamcube_model::cube::{Cell, Cuboid, Dims, DimsRef};
 use streamcube_model::event::SilverEvent;
 use streamcube_model::pseudonym::Pseudonym;
 use streamcube_model::report::FileReport;
@@ -86,6 +86,9 @@ pub trait SilverStore: Send + Sync {
     }
 }
 
+/// Which cells a read keeps (a query's filters), for [`GoldStore::cells_where`].
+pub type CellFilter<'a> = dyn Fn(&DimsRef<'_>) -> bool + Sync + 'a;
+
 /// The level of a set of gold cells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -156,6 +159,22 @@ pub trait GoldStore: Send + Sync {
         generation: u64,
         cuboid: Option<Cuboid>,
     ) -> StoreResult<Vec<(Dims, Cell)>>;
+
+    /// The cells of one cuboid that `keep` accepts (a query's filters). Stores that keep
+    /// encoded blocks step over the other cells without decoding them; this default filters
+    /// [`Self::cells`].
+    async fn cells_where(
+        &self,
+        day: NaiveDate,
+        level: Level,
+        generation: u64,
+        cuboid: Cuboid,
+        keep: &CellFilter<'_>,
+    ) -> StoreResult<Vec<(Dims, Cell)>> {
+        let mut cells = self.cells(day, level, generation, Some(cuboid)).await?;
+        cells.retain(|(d, _)| keep(&d.as_ref()));
+        Ok(cells)
+    }
 
     /// The generations stored for a day that `keep` does not list (unpublished or replaced).
     async fn stale_generations(

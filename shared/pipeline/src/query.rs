@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use serde::Serialize;
+use streamcube_model::cube::DimsRef;
 use streamcube_model::query::{Aggregator, Bucket, Granularity, Query, QueryResult, first_hour};
 
 use crate::ports::Level;
@@ -30,6 +31,8 @@ impl Pipeline {
         let cuboid = q.cuboid(&self.config.cuboids)?;
         let gold = &self.stores.gold;
         let mut agg = Aggregator::new(q);
+        // Cells the filters refuse are not even decoded.
+        let keep = &|d: &DimsRef<'_>| q.matches(d);
         let mut generations = BTreeMap::new();
         for day in q.days() {
             let mut reads = 0;
@@ -43,14 +46,17 @@ impl Pipeline {
                     Granularity::Hour => {
                         for (h, g) in &manifest.hours {
                             let hour = first_hour(day) + i64::from(*h);
-                            for c in gold.cells(day, Level::Hour(*h), *g, Some(cuboid)).await? {
+                            for c in gold
+                                .cells_where(day, Level::Hour(*h), *g, cuboid, keep)
+                                .await?
+                            {
                                 cells.push((Bucket::Hour(hour), c));
                             }
                         }
                     }
                     Granularity::Day | Granularity::Total => {
                         for c in gold
-                            .cells(day, Level::Day, manifest.day_generation, Some(cuboid))
+                            .cells_where(day, Level::Day, manifest.day_generation, cuboid, keep)
                             .await?
                         {
                             cells.push((Bucket::Day(day), c));
