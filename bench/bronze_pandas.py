@@ -210,7 +210,8 @@ def streamcube_schema() -> str:
 def create_schema(con: sqlite3.Connection) -> None:
     """streamcube's schema in `con`, with silver_events as this job writes it."""
     con.executescript(streamcube_schema())
-    columns = {row[1] for row in con.execute("PRAGMA table_info(silver_events)")}
+    # `seq` is the row's arrival number, which SQLite assigns.
+    columns = {row[1] for row in con.execute("PRAGMA table_info(silver_events)")} - {"seq"}
     if columns != set(SILVER_COLUMNS):
         raise SystemExit(
             f"{SCHEMA_SOURCE}: silver_events has the columns {sorted(columns)}, but this job"

@@ -22,9 +22,21 @@ use streamcube_pipeline::ports::{
     SilverStore, StoreError, StoreResult,
 };
 
+/// The layout of silver is set by the write path, which takes events in batches of a few hundred
+/// with random ids:
+/// - rows append in arrival order (`seq`, an alias of the rowid that `VACUUM` keeps), and so does
+///   the hour index, since events arrive roughly in time order; only the id index takes random
+///   keys. A table keyed by the random id itself dirtied one page per event per commit;
+/// - the viewer index (`silver_viewers`, a viewer's rows by `seq`) is not written per event but
+///   per hour, when the hour's changes are acknowledged ([`ChangeFeed::ack`]), in one sorted
+///   pass. Rows of hours still pending are found through the hour index instead, so that
+///   `viewer_events` is complete at any time (see there).
+///
+/// `user_version` is [`SCHEMA_VERSION`]; an older file is migrated when it is opened.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS silver_events (
-    event_id       TEXT PRIMARY KEY,
+    seq            INTEGER PRIMARY KEY,
+    event_id       TEXT NOT NULL,
     hour           INTEGER NOT NULL,
     occurred_at_ms INTEGER NOT NULL,
     viewer         BLOB NOT NULL,
@@ -36,9 +48,14 @@ CREATE TABLE IF NOT EXISTS silver_events (
     buffering_ms   INTEGER,
     completed      INTEGER NOT NULL,
     origin         TEXT NOT NULL
-) WITHOUT ROWID;
+);
+CREATE UNIQUE INDEX IF NOT EXISTS silver_by_id ON silver_events(event_id);
 CREATE INDEX IF NOT EXISTS silver_by_hour ON silver_events(hour);
-CREATE INDEX IF NOT EXISTS silver_by_viewer ON silver_events(viewer);
+CREATE TABLE IF NOT EXISTS silver_viewers (
+    viewer BLOB NOT NULL,
+    seq    INTEGER NOT NULL,
+    PRIMARY KEY (viewer, seq)
+) WITHOUT ROWID;
 -- One row per hour ever changed; counters only grow, so a late acknowledgement of an old
 -- counter can never clear a newer change. Pending: counter > acked.
 CREATE TABLE IF NOT EXISTS silver_changes (
@@ -76,6 +93,44 @@ CREATE TABLE IF NOT EXISTS processed_objects (
     PRIMARY KEY (key, version)
 ) WITHOUT ROWID;
 ";
+
+/// 2: silver as an append-ordered rowid table with its viewer index built per hour. The first
+/// layout (no `user_version`) kept silver in a table keyed by `event_id` with a per-row viewer
+/// index.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Moves silver from the first layout to the current one, in one transaction: rows are copied in
+/// hour order, and every copied row is in the viewer index.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let old_silver: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'silver_events'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let tx = conn.transaction()?;
+    if version < SCHEMA_VERSION && old_silver.is_some_and(|sql| sql.contains("WITHOUT ROWID")) {
+        tx.execute_batch(
+            "DROP INDEX IF EXISTS silver_by_hour;
+             DROP INDEX IF EXISTS silver_by_viewer;
+             ALTER TABLE silver_events RENAME TO silver_events_v1;",
+        )?;
+        tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(&format!(
+            "INSERT INTO silver_events ({EVENT_COLUMNS})
+                 SELECT {EVENT_COLUMNS} FROM silver_events_v1 ORDER BY hour, event_id;
+             INSERT INTO silver_viewers (viewer, seq)
+                 SELECT viewer, seq FROM silver_events ORDER BY viewer, seq;
+             DROP TABLE silver_events_v1;"
+        ))?;
+    } else {
+        tx.execute_batch(SCHEMA)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
 
 /// The level column: hours 0..24, the day 24.
 fn level_code(l: Level) -> i64 {
@@ -117,7 +172,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Deleted rows are overwritten, not left in free pages: an erased viewer's pseudonym and
@@ -130,7 +185,7 @@ impl SqliteStore {
         conn.pragma_update(None, "mmap_size", 1_i64 << 30)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -338,11 +393,23 @@ impl SilverStore for SqliteStore {
         .await
     }
 
+    /// The viewer's rows through the viewer index, plus those of hours with unacknowledged
+    /// changes through the hour index (the viewer index covers an hour's rows as of its last
+    /// acknowledgement, and every later insert leaves the hour pending). With the consolidation
+    /// running, that is the current hour or so, not the table.
     async fn viewer_events(&self, viewer: &Pseudonym) -> StoreResult<Vec<(String, i64)>> {
         let viewer = viewer.as_bytes().to_vec();
         self.with(move |c| {
             let mut stmt = c
-                .prepare_cached("SELECT event_id, hour FROM silver_events WHERE viewer = ?1")
+                .prepare_cached(
+                    "SELECT e.event_id, e.hour FROM silver_viewers v
+                         JOIN silver_events e ON e.seq = v.seq
+                         WHERE v.viewer = ?1
+                     UNION
+                     SELECT e.event_id, e.hour FROM silver_changes p
+                         JOIN silver_events e ON e.hour = p.hour
+                         WHERE p.counter > p.acked AND e.viewer = ?1",
+                )
                 .map_err(sql_err)?;
             let rows = stmt
                 .query_map([viewer], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -359,15 +426,27 @@ impl SilverStore for SqliteStore {
             let mut hours = Vec::new();
             {
                 let mut del = tx
-                    .prepare_cached("DELETE FROM silver_events WHERE event_id = ?1 RETURNING hour")
+                    .prepare_cached(
+                        "DELETE FROM silver_events WHERE event_id = ?1 RETURNING hour, viewer, seq",
+                    )
+                    .map_err(sql_err)?;
+                let mut unindex = tx
+                    .prepare_cached("DELETE FROM silver_viewers WHERE viewer = ?1 AND seq = ?2")
                     .map_err(sql_err)?;
                 for id in &ids {
-                    if let Some(h) = del
-                        .query_row([id], |r| r.get::<_, i64>(0))
+                    let row = del
+                        .query_row([id], |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, Vec<u8>>(1)?,
+                                r.get::<_, i64>(2)?,
+                            ))
+                        })
                         .optional()
-                        .map_err(sql_err)?
-                    {
-                        hours.push(h);
+                        .map_err(sql_err)?;
+                    if let Some((hour, viewer, seq)) = row {
+                        unindex.execute(params![viewer, seq]).map_err(sql_err)?;
+                        hours.push(hour);
                     }
                 }
             }
@@ -420,15 +499,25 @@ impl ChangeFeed for SqliteStore {
         .await
     }
 
+    /// Also indexes the hour's rows by viewer, in the same transaction (see [`SCHEMA`]): one
+    /// sorted pass per consolidated hour instead of a random index write per inserted event.
+    /// Rows indexed before are skipped.
     async fn ack(&self, hour: i64, seen: u64) -> StoreResult<()> {
         let seen = int(seen)?;
         self.with(move |c| {
-            c.execute(
+            let tx = c.transaction().map_err(sql_err)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO silver_viewers (viewer, seq)
+                     SELECT viewer, seq FROM silver_events WHERE hour = ?1 ORDER BY viewer, seq",
+                [hour],
+            )
+            .map_err(sql_err)?;
+            tx.execute(
                 "UPDATE silver_changes SET acked = max(acked, ?2) WHERE hour = ?1",
                 params![hour, seen],
             )
             .map_err(sql_err)?;
-            Ok(())
+            tx.commit().map_err(sql_err)
         })
         .await
     }

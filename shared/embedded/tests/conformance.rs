@@ -65,6 +65,16 @@ async fn change_feed_stale_ack_after_clear() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_feed_viewer_events_across_acks() {
+    let (_dir, backend) = open();
+    conformance::change_feed_viewer_events_across_acks(
+        &*backend.change_feed(),
+        &*backend.stores().silver,
+    )
+    .await;
+}
+
 /// Every check at the same time on one store, twice: the checks' keys must not collide, and a
 /// store that already holds their earlier data must pass again (as shared DynamoDB tables will).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,6 +89,7 @@ async fn all_concurrently_on_a_shared_store_twice() {
             conformance::catalog_store(&*stores.catalog),
             conformance::ledger_store(&*stores.ledger),
             conformance::change_feed_marks_and_acks(&*feed, &*stores.silver),
+            conformance::change_feed_viewer_events_across_acks(&*feed, &*stores.silver),
         );
     }
 }

@@ -1603,6 +1603,104 @@ async fn ack(feed: &dyn ChangeFeed, hour: i64, seen: u64) {
 pub async fn change_feed(feed: &dyn ChangeFeed, silver: &dyn SilverStore) {
     change_feed_marks_and_acks(feed, silver).await;
     change_feed_stale_ack_after_clear(feed, silver).await;
+    change_feed_viewer_events_across_acks(feed, silver).await;
+}
+
+/// A store may index viewers when an hour is acknowledged rather than per insert (the embedded
+/// one does): `viewer_events` must still find every event of the viewer, whether its hour is
+/// pending, acknowledged, acknowledged with a stale counter, or pending again after more inserts
+/// and deletes; and nothing of a deleted event.
+pub async fn change_feed_viewer_events_across_acks(
+    feed: &dyn ChangeFeed,
+    silver: &dyn SilverStore,
+) {
+    let s = unique("feed-viewer");
+    let h = random_hour();
+    let (v, other) = (viewer(), viewer());
+    let a = event(&format!("{s}-a"), at(h) + 1, v, "");
+    let b = event(&format!("{s}-b"), at(h + 1) + 1, v, "");
+    let c = event(&format!("{s}-c"), at(h) + 2, v, "");
+    let d = event(&format!("{s}-d"), at(h) + 3, v, "");
+    let x = event(&format!("{s}-x"), at(h) + 4, other, "");
+    let id = |e: &SilverEvent, hour: i64| (e.event_id.clone(), hour);
+
+    put(silver, &[a.clone(), b.clone(), x.clone()], "put_new a b x").await;
+    assert_viewer(
+        silver,
+        &v,
+        &[id(&a, h), id(&b, h + 1)],
+        "both hours pending",
+    )
+    .await;
+    let seen = pending_of(feed, &[h, h + 1]).await;
+    ack(feed, h, seen[&h]).await;
+    assert_viewer(
+        silver,
+        &v,
+        &[id(&a, h), id(&b, h + 1)],
+        "one hour acknowledged",
+    )
+    .await;
+    ack(feed, h + 1, seen[&(h + 1)]).await;
+    assert_viewer(
+        silver,
+        &v,
+        &[id(&a, h), id(&b, h + 1)],
+        "both hours acknowledged",
+    )
+    .await;
+
+    // More events in an acknowledged hour, then a stale ack (the counter read before them).
+    put(silver, std::slice::from_ref(&c), "put_new c").await;
+    let all = [id(&a, h), id(&b, h + 1), id(&c, h)];
+    assert_viewer(silver, &v, &all, "an event added to an acknowledged hour").await;
+    ack(feed, h, seen[&h]).await;
+    assert_viewer(silver, &v, &all, "after a stale ack of that hour").await;
+    let now = pending_of(feed, &[h]).await[&h];
+    ack(feed, h, now).await;
+    assert_viewer(silver, &v, &all, "that hour acknowledged again").await;
+
+    // Deleting events of an acknowledged hour, and one more insert there.
+    assert_eq!(delete(silver, &[a.event_id.clone()], "delete a").await, 1);
+    put(silver, std::slice::from_ref(&d), "put_new d").await;
+    let left = [id(&b, h + 1), id(&c, h), id(&d, h)];
+    assert_viewer(silver, &v, &left, "a deleted event and a new one, pending").await;
+    let now = pending_of(feed, &[h]).await[&h];
+    ack(feed, h, now).await;
+    assert_viewer(
+        silver,
+        &v,
+        &left,
+        "a deleted event and a new one, acknowledged",
+    )
+    .await;
+    assert_viewer(silver, &other, &[id(&x, h)], "the other viewer of the hour").await;
+
+    // The latest event deleted after its hour was acknowledged, then another viewer's event:
+    // a store that numbers rows may give it the deleted one's number, and must not hand it to
+    // the first viewer.
+    let y = event(&format!("{s}-y"), at(h) + 5, v, "");
+    let z = event(&format!("{s}-z"), at(h) + 6, other, "");
+    put(silver, std::slice::from_ref(&y), "put_new y").await;
+    let now = pending_of(feed, &[h]).await[&h];
+    ack(feed, h, now).await;
+    assert_eq!(delete(silver, &[y.event_id.clone()], "delete y").await, 1);
+    put(silver, std::slice::from_ref(&z), "put_new z").await;
+    assert_viewer(silver, &v, &left, "after a deleted event's place was taken").await;
+    let now = pending_of(feed, &[h]).await[&h];
+    ack(feed, h, now).await;
+    assert_viewer(silver, &v, &left, "after that hour was acknowledged again").await;
+    assert_viewer(silver, &other, &[id(&x, h), id(&z, h)], "the other viewer").await;
+
+    cleanup(silver, &[a, b, c, d, x, y, z]).await;
+    assert_viewer(silver, &v, &[], "after deleting the viewer's events").await;
+    assert_viewer(
+        silver,
+        &other,
+        &[],
+        "after deleting the other viewer's event",
+    )
+    .await;
 }
 
 /// Inserting events marks their hours pending; a duplicate does not; `ack` with the current

@@ -1,0 +1,123 @@
+//! A data directory written by the first silver layout (a table keyed by `event_id` with a
+//! per-row viewer index) opens with its events intact, found by id, hour and viewer, and
+//! deduplicating as before.
+
+use rusqlite::{Connection, params};
+use streamcube_embedded::EmbeddedBackend;
+use streamcube_model::pseudonym::Pseudonym;
+use streamcube_pipeline::ports::PutOutcome;
+
+/// The first layout's silver tables, as it created them.
+const FIRST_LAYOUT: &str = "
+CREATE TABLE silver_events (
+    event_id       TEXT PRIMARY KEY,
+    hour           INTEGER NOT NULL,
+    occurred_at_ms INTEGER NOT NULL,
+    viewer         BLOB NOT NULL,
+    content_id     TEXT NOT NULL,
+    device         TEXT NOT NULL,
+    country        TEXT NOT NULL,
+    watch_seconds  INTEGER NOT NULL,
+    bitrate_kbps   INTEGER,
+    buffering_ms   INTEGER,
+    completed      INTEGER NOT NULL,
+    origin         TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX silver_by_hour ON silver_events(hour);
+CREATE INDEX silver_by_viewer ON silver_events(viewer);
+CREATE TABLE silver_changes (
+    hour    INTEGER PRIMARY KEY,
+    counter INTEGER NOT NULL,
+    acked   INTEGER NOT NULL DEFAULT 0
+);
+";
+
+const HOUR: i64 = 491_000;
+
+fn viewer(n: u8) -> [u8; 32] {
+    [n; 32]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_layout_store_is_migrated_on_open() {
+    let dir = tempfile::tempdir().expect("tmp");
+    {
+        let c = Connection::open(dir.path().join("streamcube.db")).expect("db");
+        c.pragma_update(None, "journal_mode", "WAL").expect("wal");
+        c.execute_batch(FIRST_LAYOUT).expect("first layout");
+        // 300 events over 3 hours and 3 viewers, inserted out of id order; hour 0 consolidated.
+        for i in (0..300_u32).rev() {
+            let hour = HOUR + i64::from(i % 3);
+            c.execute(
+                "INSERT INTO silver_events VALUES (?1, ?2, ?3, ?4, 'c1', 'tv', 'BR', 60, 3000, NULL, 1, ?5)",
+                params![
+                    format!("e{i:04}"),
+                    hour,
+                    hour * 3_600_000 + i64::from(i),
+                    &viewer(u8::try_from(i % 7 % 3).expect("small"))[..],
+                    if i < 10 { "bronze/a.csv#v1:2" } else { "" },
+                ],
+            )
+            .expect("row");
+        }
+        c.execute_batch(&format!(
+            "INSERT INTO silver_changes VALUES ({HOUR}, 4, 4), ({}, 2, 0), ({}, 1, 0);",
+            HOUR + 1,
+            HOUR + 2
+        ))
+        .expect("changes");
+    }
+
+    let backend = EmbeddedBackend::open(dir.path()).expect("the old store opens");
+    let silver = backend.stores().silver;
+    assert_eq!(backend.sqlite().silver_count().await.expect("count"), 300);
+    for h in 0..3 {
+        let events = silver.hour_events(HOUR + h).await.expect("hour");
+        assert_eq!(events.len(), 100);
+        assert!(events.windows(2).all(|w| w[0].event_id < w[1].event_id));
+        assert!(events.iter().all(|e| e.hour() == HOUR + h));
+    }
+    // Every viewer's events, in the consolidated hour as in the pending ones.
+    for n in 0..3_u8 {
+        let mut got = silver
+            .viewer_events(&Pseudonym::from_bytes(viewer(n)))
+            .await
+            .expect("viewer");
+        got.sort();
+        let want: Vec<(String, i64)> = (0..300_u32)
+            .filter(|i| i % 7 % 3 == u32::from(n))
+            .map(|i| (format!("e{i:04}"), HOUR + i64::from(i % 3)))
+            .collect();
+        assert_eq!(got, want, "viewer {n}");
+    }
+    // Ids stay unique: a resend from the same origin is recognised, another is a duplicate.
+    let mut first = silver.hour_events(HOUR).await.expect("hour")[0].clone();
+    assert_eq!(first.event_id, "e0000");
+    let again = silver.put_new(&[first.clone()]).await.expect("put");
+    assert_eq!(again, [PutOutcome::AlreadyStored]);
+    first.origin = "other".into();
+    assert_eq!(
+        silver.put_new(&[first]).await.expect("put"),
+        [PutOutcome::Duplicate]
+    );
+
+    // The new layout, recorded; reopening migrates nothing again.
+    drop(silver);
+    drop(backend);
+    let c = Connection::open(dir.path().join("streamcube.db")).expect("db");
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 2);
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .expect("sql")
+        .query_map([], |r| r.get(0))
+        .expect("tables")
+        .collect::<Result<_, _>>()
+        .expect("names");
+    assert!(!tables.iter().any(|t| t.contains("v1")), "{tables:?}");
+    drop(c);
+    let backend = EmbeddedBackend::open(dir.path()).expect("reopens");
+    assert_eq!(backend.sqlite().silver_count().await.expect("count"), 300);
+}
