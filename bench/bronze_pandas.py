@@ -166,7 +166,7 @@ PRAGMAS = [
     "PRAGMA cache_size = -65536",
     "PRAGMA mmap_size = 1073741824",
     "PRAGMA temp_store = MEMORY",
-    "PRAGMA wal_autocheckpoint = 10000",
+    "PRAGMA wal_autocheckpoint = 50000",
 ]
 # silver_events' columns, in the order of the rows ingest_file() writes: the contract's fields
 # from content_id on keep their names there.

@@ -27,9 +27,11 @@ use streamcube_pipeline::ports::{
 /// - rows append in arrival order (`seq`, an alias of the rowid that `VACUUM` keeps), and so does
 ///   the hour index, since events arrive roughly in time order; only the id index takes random
 ///   keys. A table keyed by the random id itself dirtied one page per event per commit;
-/// - the viewer index (`silver_viewers`, a viewer's rows by `seq`) is not written per event but
-///   per hour, when the hour's changes are acknowledged ([`ChangeFeed::ack`]), in one sorted
-///   pass. Rows of hours still pending are found through the hour index instead, so that
+/// - the viewer index (`silver_viewers`: hour, viewer, `seq`) is not written per event but per
+///   hour, when the hour's changes are acknowledged ([`ChangeFeed::ack`]), in one sorted pass
+///   that appends the hour's part of the index (a global viewer key would dirty most of the
+///   index's pages each time). Finding a viewer takes one index seek per hour in
+///   `silver_changes`; rows of hours still pending are found through the hour index, so that
 ///   `viewer_events` is complete at any time (see there).
 ///
 /// `user_version` is [`SCHEMA_VERSION`]; an older file is migrated when it is opened.
@@ -52,9 +54,10 @@ CREATE TABLE IF NOT EXISTS silver_events (
 CREATE UNIQUE INDEX IF NOT EXISTS silver_by_id ON silver_events(event_id);
 CREATE INDEX IF NOT EXISTS silver_by_hour ON silver_events(hour);
 CREATE TABLE IF NOT EXISTS silver_viewers (
+    hour   INTEGER NOT NULL,
     viewer BLOB NOT NULL,
     seq    INTEGER NOT NULL,
-    PRIMARY KEY (viewer, seq)
+    PRIMARY KEY (hour, viewer, seq)
 ) WITHOUT ROWID;
 -- One row per hour ever changed; counters only grow, so a late acknowledgement of an old
 -- counter can never clear a newer change. Pending: counter > acked.
@@ -121,8 +124,10 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.execute_batch(&format!(
             "INSERT INTO silver_events ({EVENT_COLUMNS})
                  SELECT {EVENT_COLUMNS} FROM silver_events_v1 ORDER BY hour, event_id;
-             INSERT INTO silver_viewers (viewer, seq)
-                 SELECT viewer, seq FROM silver_events ORDER BY viewer, seq;
+             INSERT INTO silver_viewers (hour, viewer, seq)
+                 SELECT hour, viewer, seq FROM silver_events ORDER BY hour, viewer, seq;
+             INSERT OR IGNORE INTO silver_changes (hour, counter, acked)
+                 SELECT DISTINCT hour, 0, 0 FROM silver_events;
              DROP TABLE silver_events_v1;"
         ))?;
     } else {
@@ -184,7 +189,10 @@ impl SqliteStore {
         conn.pragma_update(None, "cache_size", -65_536)?;
         conn.pragma_update(None, "mmap_size", 1_i64 << 30)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
-        conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+        // Checkpoints copy the log into the file and fsync it, stalling the writer: one per
+        // 200 MB of log rather than per 40 MB took the HTTP load test from 17.2k to 24.2k
+        // events/s (and its p99 from 410 to 815 ms: fewer, longer stalls).
+        conn.pragma_update(None, "wal_autocheckpoint", 50_000)?;
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -402,13 +410,14 @@ impl SilverStore for SqliteStore {
         self.with(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT e.event_id, e.hour FROM silver_viewers v
-                         JOIN silver_events e ON e.seq = v.seq
-                         WHERE v.viewer = ?1
+                    // CROSS JOIN fixes the loop order: hours outside, index seeks inside.
+                    "SELECT e.event_id, e.hour
+                         FROM silver_changes h CROSS JOIN silver_viewers v CROSS JOIN silver_events e
+                         WHERE v.hour = h.hour AND v.viewer = ?1 AND e.seq = v.seq
                      UNION
-                     SELECT e.event_id, e.hour FROM silver_changes p
-                         JOIN silver_events e ON e.hour = p.hour
-                         WHERE p.counter > p.acked AND e.viewer = ?1",
+                     SELECT e.event_id, e.hour
+                         FROM silver_changes p CROSS JOIN silver_events e
+                         WHERE p.counter > p.acked AND e.hour = p.hour AND e.viewer = ?1",
                 )
                 .map_err(sql_err)?;
             let rows = stmt
@@ -431,7 +440,9 @@ impl SilverStore for SqliteStore {
                     )
                     .map_err(sql_err)?;
                 let mut unindex = tx
-                    .prepare_cached("DELETE FROM silver_viewers WHERE viewer = ?1 AND seq = ?2")
+                    .prepare_cached(
+                        "DELETE FROM silver_viewers WHERE hour = ?1 AND viewer = ?2 AND seq = ?3",
+                    )
                     .map_err(sql_err)?;
                 for id in &ids {
                     let row = del
@@ -445,7 +456,7 @@ impl SilverStore for SqliteStore {
                         .optional()
                         .map_err(sql_err)?;
                     if let Some((hour, viewer, seq)) = row {
-                        unindex.execute(params![viewer, seq]).map_err(sql_err)?;
+                        unindex.execute(params![hour, viewer, seq]).map_err(sql_err)?;
                         hours.push(hour);
                     }
                 }
@@ -507,8 +518,9 @@ impl ChangeFeed for SqliteStore {
         self.with(move |c| {
             let tx = c.transaction().map_err(sql_err)?;
             tx.execute(
-                "INSERT OR IGNORE INTO silver_viewers (viewer, seq)
-                     SELECT viewer, seq FROM silver_events WHERE hour = ?1 ORDER BY viewer, seq",
+                "INSERT OR IGNORE INTO silver_viewers (hour, viewer, seq)
+                     SELECT hour, viewer, seq FROM silver_events WHERE hour = ?1
+                     ORDER BY viewer, seq",
                 [hour],
             )
             .map_err(sql_err)?;
