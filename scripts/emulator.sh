@@ -13,9 +13,12 @@ if [ ! -x "$venv/bin/moto_server" ] || ! cmp -s "$root/scripts/emulator-requirem
 fi
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 log="$(mktemp -t moto.XXXXXX.log)"
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+# The emulator's request recorder (a test reads back the Lambda invocations it caused) writes
+# here rather than into the working directory.
+recording="$(mktemp -t moto-recording.XXXXXX.jsonl)"
+MOTO_RECORDER_FILEPATH="$recording" "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 moto_pid=$!
-trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
+trap 'kill "$moto_pid" 2>/dev/null || true; rm -f "$recording"' EXIT
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
