@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 # --------------------------------------------------------------------------
@@ -58,6 +59,12 @@ def best_of(paths: list[str]) -> dict:
 
 def mib(b: float) -> float:
     return b / 2**20
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of sorted values."""
+    k = max(0, math.ceil(p / 100 * len(sorted_values)) - 1)
+    return sorted_values[k]
 
 
 def cpu_seconds(run: dict) -> float:

@@ -26,7 +26,6 @@ import csv
 import http.client
 import io
 import json
-import math
 import sys
 import time
 from datetime import date, timedelta
@@ -116,12 +115,6 @@ def rows_of(q: dict, status: int, ctype: str, body: bytes) -> int:
     return len(answer["rows"])
 
 
-def percentile(sorted_ms: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    k = max(0, math.ceil(p / 100 * len(sorted_ms)) - 1)
-    return sorted_ms[k]
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     url = urlsplit(args.url)
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
@@ -161,8 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "rows": rows,
                 "bytes": size,
                 "n": len(times),
-                "p50_ms": percentile(times, 50),
-                "p99_ms": percentile(times, 99),
+                "p50_ms": benchlib.percentile(times, 50),
+                "p99_ms": benchlib.percentile(times, 99),
                 "max_ms": times[-1],
                 "mean_ms": sum(times) / len(times),
             }
