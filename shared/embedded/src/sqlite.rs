@@ -102,19 +102,25 @@ CREATE TABLE IF NOT EXISTS processed_objects (
 /// index.
 const SCHEMA_VERSION: i64 = 2;
 
-/// Moves silver from the first layout to the current one, in one transaction: rows are copied in
-/// hour order, and every copied row is in the viewer index.
+/// Creates the schema in a new file, or moves silver from the first layout to the current one,
+/// in one transaction: rows are copied in hour order, and every copied row is in the viewer
+/// index. The check is repeated under the write lock, so that two processes opening the same
+/// old file migrate it once.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let old_silver: Option<String> = conn
+    let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+    if version(conn)? >= SCHEMA_VERSION {
+        return conn.execute_batch(SCHEMA);
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let old_silver: Option<String> = tx
         .query_row(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'silver_events'",
             [],
             |r| r.get(0),
         )
         .optional()?;
-    let tx = conn.transaction()?;
-    if version < SCHEMA_VERSION && old_silver.is_some_and(|sql| sql.contains("WITHOUT ROWID")) {
+    if version(&tx)? < SCHEMA_VERSION && old_silver.is_some_and(|sql| sql.contains("WITHOUT ROWID"))
+    {
         tx.execute_batch(
             "DROP INDEX IF EXISTS silver_by_hour;
              DROP INDEX IF EXISTS silver_by_viewer;
@@ -456,7 +462,9 @@ impl SilverStore for SqliteStore {
                         .optional()
                         .map_err(sql_err)?;
                     if let Some((hour, viewer, seq)) = row {
-                        unindex.execute(params![hour, viewer, seq]).map_err(sql_err)?;
+                        unindex
+                            .execute(params![hour, viewer, seq])
+                            .map_err(sql_err)?;
                         hours.push(hour);
                     }
                 }
