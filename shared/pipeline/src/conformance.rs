@@ -1661,7 +1661,10 @@ pub async fn change_feed_viewer_events_across_acks(
     assert_viewer(silver, &v, &all, "that hour acknowledged again").await;
 
     // Deleting events of an acknowledged hour, and one more insert there.
-    assert_eq!(delete(silver, &[a.event_id.clone()], "delete a").await, 1);
+    assert_eq!(
+        delete(silver, std::slice::from_ref(&a.event_id), "delete a").await,
+        1
+    );
     put(silver, std::slice::from_ref(&d), "put_new d").await;
     let left = [id(&b, h + 1), id(&c, h), id(&d, h)];
     assert_viewer(silver, &v, &left, "a deleted event and a new one, pending").await;
@@ -1684,7 +1687,10 @@ pub async fn change_feed_viewer_events_across_acks(
     put(silver, std::slice::from_ref(&y), "put_new y").await;
     let now = pending_of(feed, &[h]).await[&h];
     ack(feed, h, now).await;
-    assert_eq!(delete(silver, &[y.event_id.clone()], "delete y").await, 1);
+    assert_eq!(
+        delete(silver, std::slice::from_ref(&y.event_id), "delete y").await,
+        1
+    );
     put(silver, std::slice::from_ref(&z), "put_new z").await;
     assert_viewer(silver, &v, &left, "after a deleted event's place was taken").await;
     let now = pending_of(feed, &[h]).await[&h];
