@@ -10,7 +10,7 @@
 # answer to its first invocation, which is the function's sample event from
 # events/ doing its real work on a small store (a copy of a prepared data directory
 # per run, made before the clock starts):
-#   ingest-api         http-post-events.json       stores 3 new events, rejects 1
+#   ingest-api         http-post-events.json       stores 2 new events, rejects 1
 #   cube-query         http-get-cube.json          a query over the stored events
 #   bronze-processor   s3-put-events-csv.json      two CSV objects into silver
 #   cube-consolidator  dynamodb-stream-silver.json recomputes and publishes 3 days
