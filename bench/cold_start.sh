@@ -118,7 +118,6 @@ main() {
         python3 "$HELPER" zip --bin "$TARGET/$f" --out "$RES/zips/$f.zip" \
             --json "$RES/$f.zip.json"
     done
-    rm -rf "$RES/work"/run-*
 }
 
 tee_output cold-start-last-run.txt main

@@ -6,14 +6,12 @@
 //!
 //! Needs the AWS emulator (`scripts/test.sh` starts it).
 
-use std::sync::Arc;
-
 use base64::Engine;
 use bronze_processor::{Budget, Input, SelfInvoke, Status, Summary, process};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use streamcube_aws::{AwsBackend, AwsNames, provision};
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::event::SilverEvent;
@@ -151,8 +149,9 @@ async fn a_large_file_continues_by_invoking_the_function_through_the_lambda_api(
     // The reference: the same bytes in one run on the embedded backend.
     let dir = tempfile::tempdir().expect("tmp");
     let single = pipeline(EmbeddedBackend::open(dir.path()).expect("open").stores());
-    let local: Arc<dyn ObjectStore> = single.stores.bronze.clone();
-    local
+    single
+        .stores
+        .bronze
         .put(&Path::from(key.as_str()), bytes.into())
         .await
         .expect("landed locally");
