@@ -2,7 +2,8 @@
 # cold_start.sh — cold start and deployment size of each Lambda function (release build).
 #
 # What it measures: each function binary (cargo build --release, the workspace's
-# release profile) is started --runs times as a new Lambda execution environment
+# release profile, with the `embedded` feature) is started --runs times as a new
+# Lambda execution environment
 # would start it: a fresh process under a local Lambda Runtime API (cold_start.py,
 # the 2018-06-01 API Lambda serves to custom runtimes), on the embedded backend
 # (the local run; on AWS the same start connects SDK clients instead of opening
@@ -18,14 +19,17 @@
 #   erasure            http-delete-viewer.json     erases a viewer, recomputes, vacuums
 # It prints the p50 time to the function's first `invocation/next` (init) and to
 # its first answer, the slowest first answer, and the peak RSS; then each
-# function's deployment zip (one `bootstrap`, deflate level 9) and its size.
+# function's deployment zip (one `bootstrap`, deflate level 9) and its size, from
+# the deployment build (default features, what `sam build` ships: no embedded
+# backend), which the script builds first and keeps in bench/out/cold-start-deploy/.
 # Targets, printed MET/MISS (informational): first answer p50 under 50 ms, zip
 # under 10 MB. The exit status is non-zero when a function fails to answer its
 # event as expected (never for speed or size).
 #
 # Usage:  bench/cold_start.sh [--runs N] [--skip-build]
 #   --runs N       cold starts per function (default 20)
-#   --skip-build   use the function binaries already built in release
+#   --skip-build   use the function binaries already built: target/release (local
+#                  build) and bench/out/cold-start-deploy/ (deployment build)
 # CARGO_BUILD_JOBS limits the build's parallelism as usual.
 #
 # Needs python3 (standard library only) and cargo. Results go to
@@ -78,14 +82,27 @@ main() {
     mkdir -p "$RES/work"
     TARGET="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release"
+    DEPLOY="$OUT/cold-start-deploy"
     if [[ "$SKIP_BUILD" != 1 ]]; then
-        local packages=() f
-        for f in "${FUNCTIONS[@]}"; do packages+=(-p "$f"); done
-        step "cargo build --release --locked ${packages[*]}"
+        local packages=() local_features=() f
+        for f in "${FUNCTIONS[@]}"; do
+            packages+=(-p "$f")
+            local_features+=("$f/embedded")
+        done
+        # What `sam build` / `cargo lambda build --release` ship: default features, AWS
+        # backend only. Kept aside, because the local build below overwrites target/release.
+        step "cargo build --release --locked ${packages[*]}  (deployment build)"
         (cd "$ROOT" && cargo build --release --locked "${packages[@]}")
+        mkdir -p "$DEPLOY"
+        for f in "${FUNCTIONS[@]}"; do cp "$TARGET/$f" "$DEPLOY/$f"; done
+        # The same functions with the embedded backend, to start them without AWS.
+        step "cargo build --release --locked ${packages[*]} --features embedded  (local build)"
+        (cd "$ROOT" && IFS=, && cargo build --release --locked "${packages[@]}" \
+            --features "${local_features[*]}")
     fi
     for f in "${FUNCTIONS[@]}"; do
         [[ -x "$TARGET/$f" ]] || { echo "no release binary at $TARGET/$f" >&2; return 1; }
+        [[ -x "$DEPLOY/$f" ]] || { echo "no deployment binary at $DEPLOY/$f" >&2; return 1; }
     done
     BIN="$TARGET/ingest-api"
     BIN_SHA="$(cat "${FUNCTIONS[@]/#/$TARGET/}" | sha256sum | cut -c1-16)"
@@ -113,9 +130,9 @@ main() {
     timed kafka-ingest msk-events.json "$empty"
     timed erasure http-delete-viewer.json "$loaded" 200
 
-    step "deployment zips"
+    step "deployment zips (the deployment build: default features, no embedded backend)"
     for f in "${FUNCTIONS[@]}"; do
-        python3 "$HELPER" zip --bin "$TARGET/$f" --out "$RES/zips/$f.zip" \
+        python3 "$HELPER" zip --bin "$DEPLOY/$f" --out "$RES/zips/$f.zip" \
             --json "$RES/$f.zip.json"
     done
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use lambda_http::{Body, Request, RequestExt, Response};
 use streamcube_aws::{AwsBackend, AwsNames};
+#[cfg(feature = "embedded")]
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::cube::CuboidSet;
 use streamcube_model::pseudonym::{KeyRing, PseudonymKey, Pseudonymizer};
@@ -23,8 +24,14 @@ pub enum ConfigError {
     Missing(&'static str, &'static str),
     #[error("{0} is not valid: {1}")]
     Invalid(&'static str, String),
+    #[cfg(feature = "embedded")]
     #[error("the embedded backend cannot open its data directory: {0}")]
     Embedded(#[from] streamcube_embedded::EmbeddedError),
+    #[error(
+        "STREAMCUBE_BACKEND is `embedded`, but this build has no embedded backend: deployment \
+         builds carry the AWS one only; build with `--features embedded` to run locally"
+    )]
+    EmbeddedNotBuilt,
     #[error("the AWS backend cannot start: {0}")]
     Aws(#[from] streamcube_aws::AwsError),
     #[error("cannot create the local key file {0}: {1}")]
@@ -34,7 +41,8 @@ pub enum ConfigError {
 /// The backends a function can run on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// SQLite and a local directory, for `cargo lambda watch` and tests.
+    /// SQLite and a local directory, for `cargo lambda watch` and tests (builds with the
+    /// `embedded` feature only).
     Embedded { data_dir: PathBuf },
     /// DynamoDB, S3 and Glue.
     Aws(AwsNames),
@@ -64,6 +72,9 @@ impl Settings {
     /// Reads the settings through `get` (the process environment in `main`).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         let backend = match get("STREAMCUBE_BACKEND").as_deref().map(str::trim) {
+            Some("embedded") if !cfg!(feature = "embedded") => {
+                return Err(ConfigError::EmbeddedNotBuilt);
+            }
             Some("embedded") => Backend::Embedded {
                 data_dir: get("STREAMCUBE_DATA_DIR").map(PathBuf::from).ok_or(
                     ConfigError::Missing(
@@ -117,6 +128,9 @@ impl Settings {
     /// ever uses (silver and gold hold pseudonyms already).
     pub async fn pipeline_for(&self, use_key: KeyUse) -> Result<Pipeline, ConfigError> {
         let (stores, keys) = match &self.backend {
+            #[cfg(not(feature = "embedded"))]
+            Backend::Embedded { .. } => return Err(ConfigError::EmbeddedNotBuilt),
+            #[cfg(feature = "embedded")]
             Backend::Embedded { data_dir } => {
                 let backend = EmbeddedBackend::open(data_dir)?;
                 let key = match &self.key {
@@ -156,6 +170,7 @@ fn unused_key() -> Result<PseudonymKey, ConfigError> {
         .map_err(|e| ConfigError::Invalid("the process key", e.to_string()))
 }
 
+#[cfg(feature = "embedded")]
 fn local_key(dir: &std::path::Path) -> Result<PseudonymKey, ConfigError> {
     let path = dir.join("pseudonym.key");
     let fail = |e| ConfigError::KeyFile(path.clone(), e);
@@ -250,6 +265,17 @@ mod tests {
             err.to_string(),
             "STREAMCUBE_BACKEND is not valid: `local`; use `embedded` or `aws`"
         );
+        let err = Settings::from_env(env(&[("STREAMCUBE_BACKEND", "aws")])).expect_err("names");
+        assert!(
+            err.to_string()
+                .contains("STREAMCUBE_SILVER_TABLE must be set"),
+            "{err}"
+        );
+    }
+
+    #[cfg(feature = "embedded")]
+    #[test]
+    fn the_embedded_backend_needs_its_directory_and_a_valid_key() {
         let err = Settings::from_env(env(&[("STREAMCUBE_BACKEND", "embedded")])).expect_err("dir");
         assert!(
             err.to_string()
@@ -267,12 +293,20 @@ mod tests {
                 .starts_with("STREAMCUBE_PSEUDONYM_KEY is not valid"),
             "{err}"
         );
-        let err = Settings::from_env(env(&[("STREAMCUBE_BACKEND", "aws")])).expect_err("names");
-        assert!(
-            err.to_string()
-                .contains("STREAMCUBE_SILVER_TABLE must be set"),
-            "{err}"
-        );
+    }
+
+    /// A deployment build asked for the local backend says so at cold start instead of
+    /// falling back to anything.
+    #[cfg(not(feature = "embedded"))]
+    #[test]
+    fn a_deployment_build_refuses_the_embedded_backend() {
+        let err = Settings::from_env(env(&[
+            ("STREAMCUBE_BACKEND", "embedded"),
+            ("STREAMCUBE_DATA_DIR", "/tmp/x"),
+        ]))
+        .expect_err("not built");
+        assert!(matches!(err, ConfigError::EmbeddedNotBuilt), "{err}");
+        assert!(err.to_string().contains("--features embedded"), "{err}");
     }
 
     #[test]
