@@ -15,7 +15,7 @@ use chrono::NaiveDate;
 use streamcube_model::codec::{by_cuboid, decode_cells_where, encode_cells};
 use streamcube_model::cube::{Cell, Cuboid, Dims, DimsRef};
 use streamcube_pipeline::ports::{
-    CellFilter, DayManifest, GoldStore, Level, StoreError, StoreResult,
+    CellSelect, DayManifest, GoldStore, Level, StoreError, StoreResult,
 };
 
 use crate::dynamo::{Item, batch_write, get_s, is_condition_failed, n, s, store_err};
@@ -265,9 +265,10 @@ impl GoldStore for DynamoGold {
         level: Level,
         generation: u64,
         cuboid: Cuboid,
-        keep: &CellFilter<'_>,
+        select: &CellSelect<'_>,
     ) -> StoreResult<Vec<(Dims, Cell)>> {
-        self.cells_decoded(day, level, generation, Some(cuboid), keep)
+        // One item holds cells of every country: the country hint does not narrow the read.
+        self.cells_decoded(day, level, generation, Some(cuboid), select.keep)
             .await
     }
 

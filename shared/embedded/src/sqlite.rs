@@ -4,6 +4,7 @@
 //! other processes read while one writes, and a busy timeout makes writers queue; a write that
 //! still finds the database locked surfaces as [`StoreError::Throttled`].
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -13,12 +14,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use streamcube_model::catalog::{Catalog, CatalogEntry};
 
 use streamcube_model::codec::{by_cuboid, decode_cells, decode_cells_where, encode_cells};
-use streamcube_model::cube::{Cell, Cuboid, Dims};
+use streamcube_model::cube::{Cell, Cuboid, Dim, Dims};
 use streamcube_model::event::{Country, Device, SilverEvent};
 use streamcube_model::pseudonym::Pseudonym;
 use streamcube_model::report::FileReport;
 use streamcube_pipeline::ports::{
-    CatalogStore, CellFilter, ChangeFeed, DayManifest, GoldStore, LedgerStore, Level, PutOutcome,
+    CatalogStore, CellSelect, ChangeFeed, DayManifest, GoldStore, LedgerStore, Level, PutOutcome,
     SilverStore, StoreError, StoreResult,
 };
 
@@ -71,15 +72,18 @@ CREATE TABLE IF NOT EXISTS gold_manifests (
     version INTEGER NOT NULL,
     body    TEXT NOT NULL
 ) WITHOUT ROWID;
--- One row per cuboid of a (day, level, generation): cells are always read a cuboid at a time,
--- and one encoded block per cuboid costs one B-tree insert instead of one per cell.
+-- One row per cuboid of a (day, level, generation) and, in cuboids that keep the country, per
+-- country (`part`: country code + 1; 0 where the cuboid rolls the country up): cells are read a
+-- cuboid at a time, or one country's part of it for a query filtered by country, and one
+-- encoded block costs one B-tree insert instead of one per cell.
 CREATE TABLE IF NOT EXISTS gold_blocks (
     day        TEXT NOT NULL,
     level      INTEGER NOT NULL,
     generation INTEGER NOT NULL,
     cuboid     INTEGER NOT NULL,
+    part       INTEGER NOT NULL,
     cells      BLOB NOT NULL,
-    PRIMARY KEY (day, level, generation, cuboid)
+    PRIMARY KEY (day, level, generation, cuboid, part)
 );
 CREATE TABLE IF NOT EXISTS catalog (
     content_id       TEXT PRIMARY KEY,
@@ -97,36 +101,49 @@ CREATE TABLE IF NOT EXISTS processed_objects (
 ) WITHOUT ROWID;
 ";
 
-/// 2: silver as an append-ordered rowid table with its viewer index built per hour. The first
-/// layout (no `user_version`) kept silver in a table keyed by `event_id` with a per-row viewer
-/// index.
-const SCHEMA_VERSION: i64 = 2;
+/// 3: gold blocks split by country (`part`). 2: silver as an append-ordered rowid table with
+/// its viewer index built per hour. The first layout (no `user_version`) kept silver in a table
+/// keyed by `event_id` with a per-row viewer index.
+const SCHEMA_VERSION: i64 = 3;
 
-/// Creates the schema in a new file, or moves silver from the first layout to the current one,
-/// in one transaction: rows are copied in hour order, and every copied row is in the viewer
-/// index. The check is repeated under the write lock, so that two processes opening the same
-/// old file migrate it once.
+/// Creates the schema in a new file, or brings an older file to the current layout, in one
+/// transaction. Silver of the first layout is copied in hour order, every copied row in the
+/// viewer index. Gold blocks written before version 3 keep one block per cuboid, as part 0:
+/// a read by country reads part 0 too and filters its cells, so they stay readable until their
+/// day is consolidated again. The check is repeated under the write lock, so that two
+/// processes opening the same old file migrate it once.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
     if version(conn)? >= SCHEMA_VERSION {
         return conn.execute_batch(SCHEMA);
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let old_silver: Option<String> = tx
-        .query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'silver_events'",
-            [],
+    let table_sql = |name: &str| -> rusqlite::Result<Option<String>> {
+        tx.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
             |r| r.get(0),
         )
-        .optional()?;
-    if version(&tx)? < SCHEMA_VERSION && old_silver.is_some_and(|sql| sql.contains("WITHOUT ROWID"))
-    {
+        .optional()
+    };
+    let first_silver = table_sql("silver_events")?.is_some_and(|sql| sql.contains("WITHOUT ROWID"));
+    let unsplit_gold = table_sql("gold_blocks")?.is_some_and(|sql| !sql.contains("part"));
+    if version(&tx)? >= SCHEMA_VERSION {
+        tx.execute_batch(SCHEMA)?;
+        return tx.commit();
+    }
+    if first_silver {
         tx.execute_batch(
             "DROP INDEX IF EXISTS silver_by_hour;
              DROP INDEX IF EXISTS silver_by_viewer;
              ALTER TABLE silver_events RENAME TO silver_events_v1;",
         )?;
-        tx.execute_batch(SCHEMA)?;
+    }
+    if unsplit_gold {
+        tx.execute_batch("ALTER TABLE gold_blocks RENAME TO gold_blocks_v2;")?;
+    }
+    tx.execute_batch(SCHEMA)?;
+    if first_silver {
         tx.execute_batch(&format!(
             "INSERT INTO silver_events ({EVENT_COLUMNS})
                  SELECT {EVENT_COLUMNS} FROM silver_events_v1 ORDER BY hour, event_id;
@@ -136,11 +153,22 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
                  SELECT DISTINCT hour, 0, 0 FROM silver_events;
              DROP TABLE silver_events_v1;"
         ))?;
-    } else {
-        tx.execute_batch(SCHEMA)?;
+    }
+    if unsplit_gold {
+        tx.execute_batch(
+            "INSERT INTO gold_blocks (day, level, generation, cuboid, part, cells)
+                 SELECT day, level, generation, cuboid, 0, cells FROM gold_blocks_v2;
+             DROP TABLE gold_blocks_v2;",
+        )?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
+}
+
+/// The part of a cuboid's block a cell belongs to: its country's code + 1, 0 when the cuboid
+/// rolls the country up.
+fn part_of(country: Option<Country>) -> i64 {
+    country.map_or(0, |c| i64::from(c.code()) + 1)
 }
 
 /// The level column: hours 0..24, the day 24.
@@ -297,34 +325,56 @@ fn mark_changed(tx: &rusqlite::Transaction<'_>, hours: &[i64]) -> StoreResult<()
 }
 
 impl SqliteStore {
-    /// The encoded cell blocks of a (day, level, generation), one cuboid or all, in cuboid order.
+    /// The encoded cell blocks of a (day, level, generation), one cuboid or all, in cuboid
+    /// order; of a cuboid, only the given parts (and part 0) if `parts` is set.
     async fn blocks(
         &self,
         day: NaiveDate,
         level: Level,
         generation: u64,
         cuboid: Option<Cuboid>,
+        parts: Option<Vec<i64>>,
     ) -> StoreResult<Vec<Vec<u8>>> {
         let generation = int(generation)?;
-        self
-            .with(move |c| {
-                let cuboid_bits = cuboid.map_or(-1, |c| i64::from(c.bits()));
+        self.with(move |c| {
+            let (d, l, cb) = (
+                day_key(day),
+                level_code(level),
+                cuboid.map_or(-1, |c| i64::from(c.bits())),
+            );
+            let Some(parts) = parts else {
                 let mut stmt = c
                     .prepare_cached(
                         "SELECT cells FROM gold_blocks
-                         WHERE day = ?1 AND level = ?2 AND generation = ?3 AND (?4 < 0 OR cuboid = ?4)
-                         ORDER BY cuboid",
+                             WHERE day = ?1 AND level = ?2 AND generation = ?3
+                               AND (?4 < 0 OR cuboid = ?4)
+                             ORDER BY cuboid, part",
                     )
                     .map_err(sql_err)?;
                 let rows = stmt
-                    .query_map(
-                        params![day_key(day), level_code(level), generation, cuboid_bits],
-                        |r| r.get(0),
-                    )
+                    .query_map(params![d, l, generation, cb], |r| r.get(0))
                     .map_err(sql_err)?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)
-            })
-            .await
+                return rows.collect::<Result<Vec<_>, _>>().map_err(sql_err);
+            };
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT cells FROM gold_blocks
+                         WHERE day = ?1 AND level = ?2 AND generation = ?3 AND cuboid = ?4
+                           AND part = ?5",
+                )
+                .map_err(sql_err)?;
+            let mut out = Vec::new();
+            for part in std::iter::once(0).chain(parts) {
+                let rows = stmt
+                    .query_map(params![d, l, generation, cb, part], |r| r.get(0))
+                    .map_err(sql_err)?;
+                for r in rows {
+                    out.push(r.map_err(sql_err)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 }
 
@@ -572,9 +622,18 @@ impl GoldStore for SqliteStore {
         generation: u64,
         cells: &[(Dims, Cell)],
     ) -> StoreResult<()> {
-        let blocks: Vec<(u8, Vec<u8>)> = by_cuboid(cells)
+        let mut parts: BTreeMap<(u8, i64), Vec<(Dims, Cell)>> = BTreeMap::new();
+        for (cuboid, cells) in by_cuboid(cells) {
+            for cell in cells {
+                parts
+                    .entry((cuboid, part_of(cell.0.country)))
+                    .or_default()
+                    .push(cell);
+            }
+        }
+        let blocks: Vec<((u8, i64), Vec<u8>)> = parts
             .into_iter()
-            .map(|(cuboid, cells)| (cuboid, encode_cells(&cells)))
+            .map(|(key, cells)| (key, encode_cells(&cells)))
             .collect();
         let generation = int(generation)?;
         self.with(move |c| {
@@ -588,13 +647,20 @@ impl GoldStore for SqliteStore {
             {
                 let mut stmt = tx
                     .prepare_cached(
-                        "INSERT INTO gold_blocks (day, level, generation, cuboid, cells)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT INTO gold_blocks (day, level, generation, cuboid, part, cells)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )
                     .map_err(sql_err)?;
-                for (cuboid, block) in &blocks {
-                    stmt.execute(params![day, level_code(level), generation, cuboid, block])
-                        .map_err(sql_err)?;
+                for ((cuboid, part), block) in &blocks {
+                    stmt.execute(params![
+                        day,
+                        level_code(level),
+                        generation,
+                        cuboid,
+                        part,
+                        block
+                    ])
+                    .map_err(sql_err)?;
                 }
             }
             tx.commit().map_err(sql_err)
@@ -644,7 +710,7 @@ impl GoldStore for SqliteStore {
         cuboid: Option<Cuboid>,
     ) -> StoreResult<Vec<(Dims, Cell)>> {
         let mut out = Vec::new();
-        for b in self.blocks(day, level, generation, cuboid).await? {
+        for b in self.blocks(day, level, generation, cuboid, None).await? {
             out.extend(decode_cells(&b).map_err(|e| StoreError::Corrupt(e.to_string()))?);
         }
         Ok(out)
@@ -656,12 +722,25 @@ impl GoldStore for SqliteStore {
         level: Level,
         generation: u64,
         cuboid: Cuboid,
-        keep: &CellFilter<'_>,
+        select: &CellSelect<'_>,
     ) -> StoreResult<Vec<(Dims, Cell)>> {
+        let parts = match &select.countries {
+            Some(countries) if cuboid.has(Dim::Country) => {
+                let mut parts: Vec<i64> = countries.iter().map(|c| part_of(Some(*c))).collect();
+                parts.sort_unstable();
+                parts.dedup();
+                Some(parts)
+            }
+            _ => None,
+        };
         let mut out = Vec::new();
-        for b in self.blocks(day, level, generation, Some(cuboid)).await? {
+        for b in self
+            .blocks(day, level, generation, Some(cuboid), parts)
+            .await?
+        {
             out.extend(
-                decode_cells_where(&b, keep).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                decode_cells_where(&b, select.keep)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             );
         }
         Ok(out)

@@ -40,6 +40,7 @@ checks!(gold:
     gold_concurrent_publish,
     gold_cells_round_trip,
     gold_cells_by_cuboid,
+    gold_cells_where,
     gold_levels_and_generations,
     gold_put_cells_idempotent,
     gold_stale_and_delete,

@@ -1,11 +1,16 @@
 //! A data directory written by the first silver layout (a table keyed by `event_id` with a
 //! per-row viewer index) opens with its events intact, found by id, hour and viewer, and
-//! deduplicating as before.
+//! deduplicating as before; one written before gold blocks were split by country keeps its cube
+//! readable, whole and by country.
 
+use chrono::NaiveDate;
 use rusqlite::{Connection, params};
 use streamcube_embedded::EmbeddedBackend;
+use streamcube_model::codec::encode_cells;
+use streamcube_model::cube::{Cell, Cuboid, Dim, Dims, DimsRef};
+use streamcube_model::event::Country;
 use streamcube_model::pseudonym::Pseudonym;
-use streamcube_pipeline::ports::PutOutcome;
+use streamcube_pipeline::ports::{CellSelect, Level, PutOutcome};
 
 /// The first layout's silver tables, as it created them.
 const FIRST_LAYOUT: &str = "
@@ -108,7 +113,7 @@ async fn a_first_layout_store_is_migrated_on_open() {
     let version: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let tables: Vec<String> = c
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .expect("sql")
@@ -120,4 +125,92 @@ async fn a_first_layout_store_is_migrated_on_open() {
     drop(c);
     let backend = EmbeddedBackend::open(dir.path()).expect("reopens");
     assert_eq!(backend.sqlite().silver_count().await.expect("count"), 300);
+}
+
+/// Version 2's gold table: one block per cuboid.
+const UNSPLIT_GOLD: &str = "
+CREATE TABLE gold_blocks (
+    day        TEXT NOT NULL,
+    level      INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    cuboid     INTEGER NOT NULL,
+    cells      BLOB NOT NULL,
+    PRIMARY KEY (day, level, generation, cuboid)
+);
+PRAGMA user_version = 2;
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsplit_gold_blocks_stay_readable_after_the_split() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let day = NaiveDate::from_ymd_opt(2026, 10, 5).expect("day");
+    let cuboid = Cuboid::of(&[Dim::Country, Dim::ContentId]);
+    let cell = |country: &str, content: &str, plays: u64| {
+        let mut c = Cell::default();
+        c.measures.plays = plays;
+        c.viewers.insert(plays);
+        let dims = Dims {
+            country: Some(Country::parse(country).expect("country")),
+            content_id: Some(content.into()),
+            ..Dims::default()
+        };
+        (dims, c)
+    };
+    let cells = vec![cell("BR", "a", 5), cell("FR", "a", 3), cell("BR", "b", 2)];
+    {
+        let c = Connection::open(dir.path().join("streamcube.db")).expect("db");
+        c.execute_batch(UNSPLIT_GOLD).expect("version 2 gold");
+        c.execute(
+            "INSERT INTO gold_blocks VALUES ('2026-10-05', 24, 7, ?1, ?2)",
+            params![cuboid.bits(), encode_cells(&cells)],
+        )
+        .expect("block");
+    }
+    let backend = EmbeddedBackend::open(dir.path()).expect("the old store opens");
+    let gold = backend.stores().gold;
+    let mut all = gold
+        .cells(day, Level::Day, 7, Some(cuboid))
+        .await
+        .expect("cells");
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want = cells.clone();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(all, want);
+    // A read by country finds the country's cells in the unsplit block.
+    let br = Country::parse("BR").expect("BR");
+    let keep = |d: &DimsRef<'_>| d.country == Some(br);
+    let select = CellSelect {
+        keep: &keep,
+        countries: Some(vec![br]),
+    };
+    let got = gold
+        .cells_where(day, Level::Day, 7, cuboid, &select)
+        .await
+        .expect("cells_where");
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|(d, _)| d.country == Some(br)));
+
+    // Cells written now are split: one block per country.
+    gold.put_cells(day, Level::Day, 8, &cells)
+        .await
+        .expect("put");
+    let got = gold
+        .cells_where(day, Level::Day, 8, cuboid, &select)
+        .await
+        .expect("cells_where");
+    assert_eq!(got.len(), 2);
+    drop(gold);
+    drop(backend);
+    let c = Connection::open(dir.path().join("streamcube.db")).expect("db");
+    let parts: Vec<(i64, i64)> = c
+        .prepare("SELECT generation, part FROM gold_blocks ORDER BY generation, part")
+        .expect("sql")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("parts");
+    let code = |c: &str| i64::from(Country::parse(c).expect("country").code()) + 1;
+    let mut split = vec![(8, code("BR")), (8, code("FR"))];
+    split.sort();
+    assert_eq!(parts, [vec![(7, 0)], split].concat());
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use streamcube_model::catalog::CatalogEntry;
-use streamcube_model::cube::{Cell, Cuboid, Dim, Dims, Measures};
+use streamcube_model::cube::{Cell, Cuboid, Dim, Dims, DimsRef, Measures};
 use streamcube_model::event::{Country, Device, MS_PER_HOUR, SilverEvent};
 use streamcube_model::pseudonym::{Pseudonym, PseudonymKey, Pseudonymizer};
 use streamcube_model::report::FileReport;
@@ -29,8 +29,8 @@ use streamcube_model::sketch::ViewerSketch;
 
 use crate::Stores;
 use crate::ports::{
-    CatalogStore, ChangeFeed, DayManifest, GoldStore, LedgerStore, Level, PutOutcome, SilverStore,
-    StoreError, StoreResult,
+    CatalogStore, CellSelect, ChangeFeed, DayManifest, GoldStore, LedgerStore, Level, PutOutcome,
+    SilverStore, StoreError, StoreResult,
 };
 
 /// How long an index read ([`SilverStore::viewer_events`]) may lag behind the writes.
@@ -770,6 +770,7 @@ pub async fn gold_store(store: &dyn GoldStore) {
     gold_concurrent_publish(store).await;
     gold_cells_round_trip(store).await;
     gold_cells_by_cuboid(store).await;
+    gold_cells_where(store).await;
     gold_levels_and_generations(store).await;
     gold_put_cells_idempotent(store).await;
     gold_stale_and_delete(store).await;
@@ -1144,6 +1145,113 @@ pub async fn gold_cells_by_cuboid(store: &dyn GoldStore) {
     )
     .await;
     delete_cells(store, day, Level::Hour(12), g).await;
+}
+
+/// `cells_where` returns exactly the cells of the cuboid its filter keeps, with or without the
+/// country hint, for one country, several, a country without cells, a filter on another
+/// dimension, and a hint wider than the filter (the filter decides).
+pub async fn gold_cells_where(store: &dyn GoldStore) {
+    let day = random_day();
+    let g = generation();
+    let mut cells = Vec::new();
+    for (i, country) in ["FR", "DE", "BR"].into_iter().enumerate() {
+        for (k, content) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let seed = (i * 10 + k) as u64;
+            cells.push((
+                dims(Some(country), None, None, Some(content)),
+                cell(seed, sketch(k + 1)),
+            ));
+        }
+        cells.push((
+            dims(Some(country), None, None, None),
+            cell(100 + i as u64, sketch(3)),
+        ));
+    }
+    for (k, content) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        cells.push((
+            dims(None, None, None, Some(content)),
+            cell(200 + k as u64, sketch(2)),
+        ));
+    }
+    put_cells(store, day, Level::Day, g, &cells).await;
+    let country = |c: &str| Country::parse(c).expect("a country");
+    let by_country_content = Cuboid::of(&[Dim::Country, Dim::ContentId]);
+    let by_content = Cuboid::of(&[Dim::ContentId]);
+    type Keep = fn(&DimsRef<'_>) -> bool;
+    let cases: [(&str, Cuboid, Keep, Option<Vec<Country>>); 7] = [
+        (
+            "BR, hinted",
+            by_country_content,
+            |d| d.country.is_some_and(|c| c.as_str() == "BR"),
+            Some(vec![country("BR")]),
+        ),
+        (
+            "BR, no hint",
+            by_country_content,
+            |d| d.country.is_some_and(|c| c.as_str() == "BR"),
+            None,
+        ),
+        (
+            "FR or DE",
+            by_country_content,
+            |d| d.country.is_some_and(|c| c.as_str() != "BR"),
+            Some(vec![country("DE"), country("FR")]),
+        ),
+        (
+            "a country without cells",
+            by_country_content,
+            |d| d.country.is_some_and(|c| c.as_str() == "PT"),
+            Some(vec![country("PT")]),
+        ),
+        (
+            "hint wider than the filter",
+            by_country_content,
+            |d| d.country.is_some_and(|c| c.as_str() == "DE") && d.content_id == Some("b"),
+            Some(vec![country("DE"), country("BR")]),
+        ),
+        (
+            "content only",
+            by_content,
+            |d| d.content_id == Some("c"),
+            None,
+        ),
+        (
+            "a hint on a cuboid without country",
+            by_content,
+            |d| d.content_id == Some("c"),
+            Some(vec![country("BR")]),
+        ),
+    ];
+    for (what, cuboid, keep, countries) in cases {
+        let want = sorted_cells(
+            cells
+                .iter()
+                .filter(|(d, _)| cuboid_of(d) == cuboid && keep(&d.as_ref()))
+                .cloned()
+                .collect(),
+        );
+        let select = CellSelect {
+            keep: &keep,
+            countries,
+        };
+        let got = sorted_cells(ok(
+            store.cells_where(day, Level::Day, g, cuboid, &select).await,
+            "GoldStore::cells_where",
+        ));
+        let got_dims: Vec<&Dims> = got.iter().map(|(d, _)| d).collect();
+        let want_dims: Vec<&Dims> = want.iter().map(|(d, _)| d).collect();
+        assert_eq!(
+            got_dims, want_dims,
+            "GoldStore::cells_where must return exactly the kept cells of cuboid {cuboid} ({what})"
+        );
+        for ((d, g), (_, w)) in got.iter().zip(&want) {
+            assert!(
+                g.measures == w.measures && g.viewers == w.viewers,
+                "GoldStore::cells_where must return {d:?} whole ({what})"
+            );
+        }
+    }
+    delete_cells(store, day, Level::Day, g).await;
 }
 
 /// Where cells are written: day, level, generation, and the cells.

@@ -14,7 +14,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use streamcube_model::catalog::{Catalog, CatalogEntry};
 use streamcube_model::cube::{Cell, Cuboid, Dims, DimsRef};
-use streamcube_model::event::SilverEvent;
+use streamcube_model::event::{Country, SilverEvent};
 use streamcube_model::pseudonym::Pseudonym;
 use streamcube_model::report::FileReport;
 
@@ -89,6 +89,14 @@ pub trait SilverStore: Send + Sync {
 /// Which cells a read keeps (a query's filters), for [`GoldStore::cells_where`].
 pub type CellFilter<'a> = dyn Fn(&DimsRef<'_>) -> bool + Sync + 'a;
 
+/// What a read of one cuboid keeps: `keep` decides per cell; `countries`, when set, are the
+/// only countries `keep` can accept, so that a store that splits a cuboid's block by country
+/// reads those parts only. `keep` alone must give the right answer: the hint may be ignored.
+pub struct CellSelect<'a> {
+    pub keep: &'a CellFilter<'a>,
+    pub countries: Option<Vec<Country>>,
+}
+
 /// The level of a set of gold cells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -160,7 +168,7 @@ pub trait GoldStore: Send + Sync {
         cuboid: Option<Cuboid>,
     ) -> StoreResult<Vec<(Dims, Cell)>>;
 
-    /// The cells of one cuboid that `keep` accepts (a query's filters). Stores that keep
+    /// The cells of one cuboid that `select` keeps (a query's filters). Stores that keep
     /// encoded blocks step over the other cells without decoding them; this default filters
     /// [`Self::cells`].
     async fn cells_where(
@@ -169,10 +177,10 @@ pub trait GoldStore: Send + Sync {
         level: Level,
         generation: u64,
         cuboid: Cuboid,
-        keep: &CellFilter<'_>,
+        select: &CellSelect<'_>,
     ) -> StoreResult<Vec<(Dims, Cell)>> {
         let mut cells = self.cells(day, level, generation, Some(cuboid)).await?;
-        cells.retain(|(d, _)| keep(&d.as_ref()));
+        cells.retain(|(d, _)| (select.keep)(&d.as_ref()));
         Ok(cells)
     }
 

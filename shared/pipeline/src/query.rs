@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use serde::Serialize;
-use streamcube_model::cube::DimsRef;
+use streamcube_model::cube::{Dim, DimsRef};
+use streamcube_model::event::Country;
 use streamcube_model::query::{Aggregator, Bucket, Granularity, Query, QueryResult, first_hour};
 
-use crate::ports::Level;
+use crate::ports::{CellSelect, Level};
 use crate::{Pipeline, PipelineError};
 
 /// How often a day is read again when it was republished while being read.
@@ -31,8 +32,18 @@ impl Pipeline {
         let cuboid = q.cuboid(&self.config.cuboids)?;
         let gold = &self.stores.gold;
         let mut agg = Aggregator::new(q);
-        // Cells the filters refuse are not even decoded.
+        // Cells the filters refuse are not even decoded, and a country filter names the only
+        // parts of a block split by country that need reading.
         let keep = &|d: &DimsRef<'_>| q.matches(d);
+        let select = CellSelect {
+            keep,
+            countries: q.filters.get(&Dim::Country).map(|values| {
+                values
+                    .iter()
+                    .filter_map(|v| Country::parse(v).ok())
+                    .collect()
+            }),
+        };
         let mut generations = BTreeMap::new();
         for day in q.days() {
             let mut reads = 0;
@@ -47,7 +58,7 @@ impl Pipeline {
                         for (h, g) in &manifest.hours {
                             let hour = first_hour(day) + i64::from(*h);
                             for c in gold
-                                .cells_where(day, Level::Hour(*h), *g, cuboid, keep)
+                                .cells_where(day, Level::Hour(*h), *g, cuboid, &select)
                                 .await?
                             {
                                 cells.push((Bucket::Hour(hour), c));
@@ -56,7 +67,7 @@ impl Pipeline {
                     }
                     Granularity::Day | Granularity::Total => {
                         for c in gold
-                            .cells_where(day, Level::Day, manifest.day_generation, cuboid, keep)
+                            .cells_where(day, Level::Day, manifest.day_generation, cuboid, &select)
                             .await?
                         {
                             cells.push((Bucket::Day(day), c));
