@@ -4,8 +4,11 @@
 //! - a registry of the generations written (`pk = day#<day>`, `sk = gen#<level>#<generation>`),
 //!   written before their cells, so unpublished leftovers are always found and swept;
 //! - the cells, as encoded blocks of at most [`BLOCK_BYTES`] (`pk = cells#<day>#<level>#<generation>`,
-//!   `sk = <cuboid>#<chunk>`): one partition key per level and generation, so a day's hours
-//!   write to 25 partitions in parallel and a query reads one cuboid with one `Query`.
+//!   `sk = <cuboid>/<part>#<chunk>`, the part being the country's code + 1 in cuboids that keep
+//!   the country, 000 elsewhere): one partition key per level and generation, so a day's hours
+//!   write to 25 partitions in parallel; a query reads one cuboid with one `Query`, or, filtered
+//!   by country, only its countries' parts. Blocks written before the split (`sk =
+//!   <cuboid>#<chunk>`, every country in one) are still read, and filtered cell by cell.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -13,7 +16,8 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use chrono::NaiveDate;
 use streamcube_model::codec::{by_cuboid, decode_cells_where, encode_cells};
-use streamcube_model::cube::{Cell, Cuboid, Dims, DimsRef};
+use streamcube_model::cube::{Cell, Cuboid, Dim, Dims, DimsRef};
+use streamcube_model::event::Country;
 use streamcube_pipeline::ports::{
     CellSelect, DayManifest, GoldStore, Level, StoreError, StoreResult,
 };
@@ -60,7 +64,18 @@ fn gen_sk(level: Level, generation: u64) -> String {
     format!("gen#{}#{generation:020}", level_code(level))
 }
 
-/// Splits one cuboid's cells into encoded blocks under [`BLOCK_BYTES`].
+/// The part of a cuboid a cell's block belongs to: its country's code + 1, 0 when the cuboid
+/// rolls the country up.
+fn part_of(country: Option<Country>) -> u16 {
+    country.map_or(0, |c| c.code() + 1)
+}
+
+/// Sort-key prefix of one part of a cuboid.
+fn part_prefix(cuboid: u8, part: u16) -> String {
+    format!("{cuboid:03}/{part:03}#")
+}
+
+/// Splits one part's cells into encoded blocks under [`BLOCK_BYTES`].
 fn blocks(cells: &[(Dims, Cell)]) -> Vec<Vec<u8>> {
     let whole = encode_cells(cells);
     if whole.len() <= BLOCK_BYTES || cells.len() < 2 {
@@ -99,30 +114,29 @@ fn delete(key: Item) -> StoreResult<WriteRequest> {
 }
 
 impl DynamoGold {
-    /// The cells of a (day, level, generation), one cuboid or all, that `keep` accepts.
+    /// The cells of a (day, level, generation) that `keep` accepts, read from the items whose
+    /// sort keys start with one of `prefixes` (queried concurrently).
     async fn cells_decoded(
         &self,
         day: NaiveDate,
         level: Level,
         generation: u64,
-        cuboid: Option<Cuboid>,
+        prefixes: Vec<String>,
         keep: impl Fn(&DimsRef<'_>) -> bool,
     ) -> StoreResult<Vec<(Dims, Cell)>> {
-        let prefix = cuboid
-            .map(|c| format!("{:03}#", c.bits()))
-            .unwrap_or_default();
-        let items = self
-            .query(&cells_pk(day, level, generation), &prefix, false)
-            .await?;
+        let pk = cells_pk(day, level, generation);
+        let reads = prefixes.iter().map(|p| self.query(&pk, p, false));
         let mut out = Vec::new();
-        for item in &items {
-            let Some(AttributeValue::B(block)) = item.get("cells") else {
-                return Err(StoreError::Corrupt("a cell block without cells".into()));
-            };
-            out.extend(
-                decode_cells_where(block.as_ref(), &keep)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
+        for items in futures::future::try_join_all(reads).await? {
+            for item in &items {
+                let Some(AttributeValue::B(block)) = item.get("cells") else {
+                    return Err(StoreError::Corrupt("a cell block without cells".into()));
+                };
+                out.extend(
+                    decode_cells_where(block.as_ref(), &keep)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                );
+            }
         }
         Ok(out)
     }
@@ -209,10 +223,19 @@ impl GoldStore for DynamoGold {
         let pk = cells_pk(day, level, generation);
         // A repeat replaces: drop what an earlier attempt left under this generation.
         self.delete_partition(&pk).await?;
-        let mut requests = Vec::new();
+        let mut parts: std::collections::BTreeMap<(u8, u16), Vec<(Dims, Cell)>> =
+            Default::default();
         for (cuboid, cells) in by_cuboid(cells) {
+            for cell in cells {
+                let part = part_of(cell.0.country);
+                parts.entry((cuboid, part)).or_default().push(cell);
+            }
+        }
+        let mut requests = Vec::new();
+        for ((cuboid, part), cells) in parts {
             for (chunk, block) in blocks(&cells).into_iter().enumerate() {
-                let mut item = key(pk.clone(), format!("{cuboid:03}#{chunk:05}"));
+                let sk = format!("{}{chunk:05}", part_prefix(cuboid, part));
+                let mut item = key(pk.clone(), sk);
                 item.insert("cells".into(), AttributeValue::B(Blob::new(block)));
                 requests.push(put(item)?);
             }
@@ -255,7 +278,11 @@ impl GoldStore for DynamoGold {
         generation: u64,
         cuboid: Option<Cuboid>,
     ) -> StoreResult<Vec<(Dims, Cell)>> {
-        self.cells_decoded(day, level, generation, cuboid, |_| true)
+        // `009` starts both `009/...` (split) and `009#...` (written before the split).
+        let prefix = cuboid
+            .map(|c| format!("{:03}", c.bits()))
+            .unwrap_or_default();
+        self.cells_decoded(day, level, generation, vec![prefix], |_| true)
             .await
     }
 
@@ -267,8 +294,20 @@ impl GoldStore for DynamoGold {
         cuboid: Cuboid,
         select: &CellSelect<'_>,
     ) -> StoreResult<Vec<(Dims, Cell)>> {
-        // One item holds cells of every country: the country hint does not narrow the read.
-        self.cells_decoded(day, level, generation, Some(cuboid), select.keep)
+        let bits = cuboid.bits();
+        let prefixes = match &select.countries {
+            Some(countries) if cuboid.has(Dim::Country) => {
+                let mut parts: Vec<u16> = countries.iter().map(|c| part_of(Some(*c))).collect();
+                parts.sort_unstable();
+                parts.dedup();
+                // The blocks written before the split, then the countries' parts.
+                std::iter::once(format!("{bits:03}#"))
+                    .chain(parts.into_iter().map(|p| part_prefix(bits, p)))
+                    .collect()
+            }
+            _ => vec![format!("{bits:03}")],
+        };
+        self.cells_decoded(day, level, generation, prefixes, select.keep)
             .await
     }
 
