@@ -49,10 +49,13 @@ def read_json(path: str | Path):
 
 
 def best_of(paths: list[str]) -> dict:
-    """Best (lowest) wall time of the runs, highest peak RSS, CPU of the best run."""
+    """Best (lowest) wall time of the runs, highest peak RSS (and anonymous memory), CPU of the
+    best run."""
     runs = [read_json(p) for p in paths]
     best = dict(min(runs, key=lambda r: r["seconds"]))
-    best["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
+    for peak in ("peak_rss_bytes", "peak_anon_bytes"):
+        if all(peak in r for r in runs):
+            best[peak] = max(r[peak] for r in runs)
     best["runs"] = len(runs)
     return best
 
@@ -65,6 +68,11 @@ def percentile(sorted_values: list[float], p: float) -> float:
     """Nearest-rank percentile of sorted values."""
     k = max(0, math.ceil(p / 100 * len(sorted_values)) - 1)
     return sorted_values[k]
+
+
+def anon(run: dict) -> str:
+    """Peak anonymous memory in MiB, or `-` for a run measured before it was sampled."""
+    return f"{mib(run['peak_anon_bytes']):.0f}" if "peak_anon_bytes" in run else "-"
 
 
 def cpu_seconds(run: dict) -> float:

@@ -20,8 +20,8 @@
 #     (pseudonym, hour, origin, every column); the quarantines list the same lines, raw text
 #     and reasons.
 # Targets, printed as information: streamcube's throughput at least 20x the pandas job's, and
-# streamcube's peak memory flat from 1M to 10M rows (at most 1.25x). The exit status is
-# non-zero when correctness fails (never for speed or memory).
+# streamcube's peak memory flat from 1M to 10M rows (at most 1.25x; peak RSS and own memory).
+# The exit status is non-zero when correctness fails (never for speed or memory).
 #
 # Usage:  bench/bronze_vs_pandas.sh [--big] [--runs N] [--rows N] [--skip-build]
 #   --big          also the 10,000,000-row data sets (30 days)
@@ -41,6 +41,8 @@
 # pandas process includes the Python interpreter, pandas and numpy (about 70 MiB). Both tools
 # open SQLite with mmap_size = 1 GiB, so both RSS figures also count the database pages read
 # through the map (file-backed and reclaimable, but counted): up to 1 GiB more as silver grows.
+# The "anon" columns are each process's own memory without those pages (RssAnon, sampled every
+# 20 ms), and the flatness target is printed for both.
 
 set -euo pipefail
 shopt -s inherit_errexit

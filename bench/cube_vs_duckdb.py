@@ -36,6 +36,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -78,20 +79,51 @@ CUBE_TYPES = {
 # measure
 
 
+class AnonSampler(threading.Thread):
+    """Samples RssAnon of a process (/proc/PID/status) every 20 ms until it exits, keeping the
+    peak: the memory the process allocated itself, as opposed to the file pages it maps (a
+    memory-mapped SQLite file counts in the peak RSS up to the map's size, but is page cache)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.status = Path(f"/proc/{pid}/status")
+        self.peak_anon_bytes = 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                text = self.status.read_text()
+            except OSError:
+                return
+            for line in text.splitlines():
+                if line.startswith("RssAnon:"):
+                    kib = int(line.split()[1])
+                    self.peak_anon_bytes = max(self.peak_anon_bytes, kib * 1024)
+            # A zombie (exited, not yet reaped) has no memory left: stop there.
+            if "State:\tZ" in text:
+                return
+            time.sleep(0.02)
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
     if not cmd:
         sys.exit("measure: no command given")
     start = time.perf_counter()
     proc = subprocess.Popen(cmd)
+    sampler = AnonSampler(proc.pid)
+    sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     result = {
         "label": args.label,
         "command": cmd,
         "seconds": wall,
         "peak_rss_bytes": usage.ru_maxrss * 1024,  # Linux reports KiB
+        # The process's own memory (heap, stacks), without the file pages it maps: sampled.
+        "peak_anon_bytes": sampler.peak_anon_bytes,
         "user_seconds": usage.ru_utime,
         "system_seconds": usage.ru_stime,
         "exit_code": proc.returncode,
