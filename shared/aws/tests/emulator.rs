@@ -271,27 +271,11 @@ async fn unsplit_cell_blocks_stay_readable() {
     use aws_sdk_dynamodb::primitives::Blob;
     use aws_sdk_dynamodb::types::AttributeValue;
     use streamcube_model::codec::encode_cells;
-    use streamcube_model::cube::{Cell, Cuboid, Dim, Dims, DimsRef};
     use streamcube_model::event::Country;
-    use streamcube_pipeline::ports::{CellSelect, Level};
 
     let aws = backend("unsplit").await;
-    let gold = stores(&aws).gold;
     let day = chrono::NaiveDate::from_ymd_opt(2026, 10, 5).expect("day");
-    let cuboid = Cuboid::of(&[Dim::Country, Dim::ContentId]);
-    let br = Country::parse("BR").expect("BR");
-    let cell = |country: &str, content: &str, plays: u64| {
-        let mut c = Cell::default();
-        c.measures.plays = plays;
-        c.viewers.insert(plays);
-        let dims = Dims {
-            country: Some(Country::parse(country).expect("country")),
-            content_id: Some(content.into()),
-            ..Dims::default()
-        };
-        (dims, c)
-    };
-    let old = vec![cell("BR", "a", 5), cell("FR", "a", 3), cell("BR", "b", 2)];
+    let (cuboid, old) = conformance::unsplit_sample();
     aws.dynamo
         .put_item()
         .table_name(&aws.names.cube_table)
@@ -304,34 +288,9 @@ async fn unsplit_cell_blocks_stay_readable() {
         .send()
         .await
         .expect("an item in the old layout");
+    conformance::gold_reads_unsplit_block(&*stores(&aws).gold, day, 7).await;
 
-    let mut all = gold
-        .cells(day, Level::Day, 7, Some(cuboid))
-        .await
-        .expect("cells");
-    all.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut want = old.clone();
-    want.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(all, want);
-    let keep = |d: &DimsRef<'_>| d.country == Some(br);
-    let select = CellSelect {
-        keep: &keep,
-        countries: Some(vec![br]),
-    };
-    let got = gold
-        .cells_where(day, Level::Day, 7, cuboid, &select)
-        .await
-        .expect("cells_where");
-    assert_eq!(got.len(), 2, "BR's cells of the unsplit block");
-    assert!(got.iter().all(|(d, _)| d.country == Some(br)));
-
-    // Cells written now are split, one item per country, and read the same way.
-    gold.put_cells(day, Level::Day, 8, &old).await.expect("put");
-    let got = gold
-        .cells_where(day, Level::Day, 8, cuboid, &select)
-        .await
-        .expect("cells_where");
-    assert_eq!(got.len(), 2, "BR's cells of the split blocks");
+    // Generation 8, written now: one item per country.
     let items = aws
         .dynamo
         .query()

@@ -7,10 +7,10 @@ use chrono::NaiveDate;
 use rusqlite::{Connection, params};
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::codec::encode_cells;
-use streamcube_model::cube::{Cell, Cuboid, Dim, Dims, DimsRef};
 use streamcube_model::event::Country;
 use streamcube_model::pseudonym::Pseudonym;
-use streamcube_pipeline::ports::{CellSelect, Level, PutOutcome};
+use streamcube_pipeline::conformance;
+use streamcube_pipeline::ports::PutOutcome;
 
 /// The first layout's silver tables, as it created them.
 const FIRST_LAYOUT: &str = "
@@ -144,19 +144,7 @@ PRAGMA user_version = 2;
 async fn unsplit_gold_blocks_stay_readable_after_the_split() {
     let dir = tempfile::tempdir().expect("tmp");
     let day = NaiveDate::from_ymd_opt(2026, 10, 5).expect("day");
-    let cuboid = Cuboid::of(&[Dim::Country, Dim::ContentId]);
-    let cell = |country: &str, content: &str, plays: u64| {
-        let mut c = Cell::default();
-        c.measures.plays = plays;
-        c.viewers.insert(plays);
-        let dims = Dims {
-            country: Some(Country::parse(country).expect("country")),
-            content_id: Some(content.into()),
-            ..Dims::default()
-        };
-        (dims, c)
-    };
-    let cells = vec![cell("BR", "a", 5), cell("FR", "a", 3), cell("BR", "b", 2)];
+    let (cuboid, cells) = conformance::unsplit_sample();
     {
         let c = Connection::open(dir.path().join("streamcube.db")).expect("db");
         c.execute_batch(UNSPLIT_GOLD).expect("version 2 gold");
@@ -167,39 +155,9 @@ async fn unsplit_gold_blocks_stay_readable_after_the_split() {
         .expect("block");
     }
     let backend = EmbeddedBackend::open(dir.path()).expect("the old store opens");
-    let gold = backend.stores().gold;
-    let mut all = gold
-        .cells(day, Level::Day, 7, Some(cuboid))
-        .await
-        .expect("cells");
-    all.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut want = cells.clone();
-    want.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(all, want);
-    // A read by country finds the country's cells in the unsplit block.
-    let br = Country::parse("BR").expect("BR");
-    let keep = |d: &DimsRef<'_>| d.country == Some(br);
-    let select = CellSelect {
-        keep: &keep,
-        countries: Some(vec![br]),
-    };
-    let got = gold
-        .cells_where(day, Level::Day, 7, cuboid, &select)
-        .await
-        .expect("cells_where");
-    assert_eq!(got.len(), 2);
-    assert!(got.iter().all(|(d, _)| d.country == Some(br)));
+    conformance::gold_reads_unsplit_block(&*backend.stores().gold, day, 7).await;
 
-    // Cells written now are split: one block per country.
-    gold.put_cells(day, Level::Day, 8, &cells)
-        .await
-        .expect("put");
-    let got = gold
-        .cells_where(day, Level::Day, 8, cuboid, &select)
-        .await
-        .expect("cells_where");
-    assert_eq!(got.len(), 2);
-    drop(gold);
+    // Generation 8, written after the migration: one block per country.
     drop(backend);
     let c = Connection::open(dir.path().join("streamcube.db")).expect("db");
     let parts: Vec<(i64, i64)> = c

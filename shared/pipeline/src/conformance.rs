@@ -1254,6 +1254,56 @@ pub async fn gold_cells_where(store: &dyn GoldStore) {
     delete_cells(store, day, Level::Day, g).await;
 }
 
+/// Cells of the country × title cuboid in two countries (BR holds two of the three), for the
+/// tests that write a block in a store's layout from before blocks were split by country.
+pub fn unsplit_sample() -> (Cuboid, Vec<(Dims, Cell)>) {
+    let cell = |country: &str, content: &str, plays: u64| {
+        let mut c = Cell::default();
+        c.measures.plays = plays;
+        c.viewers.insert(plays);
+        (dims(Some(country), None, None, Some(content)), c)
+    };
+    (
+        Cuboid::of(&[Dim::Country, Dim::ContentId]),
+        vec![cell("BR", "a", 5), cell("FR", "a", 3), cell("BR", "b", 2)],
+    )
+}
+
+/// Given [`unsplit_sample`]'s cells written by the caller as one block in the store's layout
+/// from before the split, at (`day`, the day level, `generation`): the store reads them whole,
+/// and a read filtered on BR (with the country hint) finds BR's two cells in that block. The
+/// same cells written now at `generation + 1` read the same way.
+pub async fn gold_reads_unsplit_block(store: &dyn GoldStore, day: NaiveDate, generation: u64) {
+    let (cuboid, cells) = unsplit_sample();
+    assert_cells(
+        store,
+        (day, Level::Day, generation, Some(cuboid)),
+        &cells,
+        "a block written before the split by country",
+    )
+    .await;
+    let br = Country::parse("BR").expect("BR");
+    let keep = |d: &DimsRef<'_>| d.country == Some(br);
+    let select = CellSelect {
+        keep: &keep,
+        countries: Some(vec![br]),
+    };
+    for (g, what) in [(generation, "before"), (generation + 1, "after")] {
+        if g != generation {
+            put_cells(store, day, Level::Day, g, &cells).await;
+        }
+        let got = ok(
+            store.cells_where(day, Level::Day, g, cuboid, &select).await,
+            "GoldStore::cells_where",
+        );
+        assert!(
+            got.len() == 2 && got.iter().all(|(d, _)| d.country == Some(br)),
+            "GoldStore::cells_where must find BR's two cells in a block written {what} the \
+             split by country, got {got:?}"
+        );
+    }
+}
+
 /// Where cells are written: day, level, generation, and the cells.
 type Slot = (NaiveDate, Level, u64, Vec<(Dims, Cell)>);
 
