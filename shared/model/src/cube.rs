@@ -261,6 +261,13 @@ pub struct Cell {
 }
 
 impl Cell {
+    /// Adds one event.
+    #[inline]
+    pub fn add(&mut self, f: &Fact) {
+        self.measures.add(f);
+        self.viewers.insert(f.viewer);
+    }
+
     pub fn merge(&mut self, o: &Cell) {
         self.measures.merge(&o.measures);
         self.viewers.merge(&o.viewers);
@@ -409,30 +416,15 @@ fn key_mask(c: Cuboid) -> u64 {
     m
 }
 
-/// The cells of one time bucket.
-#[derive(Clone, Debug)]
-pub struct Cube {
-    cuboids: CuboidSet,
-    masks: Vec<u64>,
-    genres: Interner,
-    contents: Interner,
+/// Cells by key.
+#[derive(Clone, Debug, Default)]
+struct Table {
     /// Key to position in `cells`: a small index keeps hash probes within few cache lines.
     index: FxHashMap<u64, u32>,
     cells: Vec<(u64, Cell)>,
 }
 
-impl Cube {
-    pub fn new(cuboids: &CuboidSet) -> Cube {
-        Cube {
-            masks: cuboids.iter().map(key_mask).collect(),
-            cuboids: cuboids.clone(),
-            genres: Interner::default(),
-            contents: Interner::default(),
-            index: FxHashMap::default(),
-            cells: Vec::new(),
-        }
-    }
-
+impl Table {
     #[inline]
     fn cell_mut(&mut self, key: u64) -> &mut Cell {
         let next = self.cells.len();
@@ -446,11 +438,42 @@ impl Cube {
         &mut self.cells[i].1
     }
 
+    fn get(&self, key: u64) -> Option<&Cell> {
+        let i = *self.index.get(&key)?;
+        self.cells.get(i as usize).map(|(_, c)| c)
+    }
+
+    fn len(&self) -> usize {
+        self.cells.len()
+    }
+}
+
+/// The cells of one time bucket.
+#[derive(Clone, Debug)]
+pub struct Cube {
+    cuboids: CuboidSet,
+    masks: Vec<u64>,
+    genres: Interner,
+    contents: Interner,
+    table: Table,
+}
+
+impl Cube {
+    pub fn new(cuboids: &CuboidSet) -> Cube {
+        Cube {
+            masks: cuboids.iter().map(key_mask).collect(),
+            cuboids: cuboids.clone(),
+            genres: Interner::default(),
+            contents: Interner::default(),
+            table: Table::default(),
+        }
+    }
+
     /// A cube with room for about `cells` cells.
     pub fn with_capacity(cuboids: &CuboidSet, cells: usize) -> Cube {
         let mut cube = Cube::new(cuboids);
-        cube.index.reserve(cells);
-        cube.cells.reserve(cells);
+        cube.table.index.reserve(cells);
+        cube.table.cells.reserve(cells);
         cube
     }
 
@@ -476,14 +499,69 @@ impl Cube {
             | (u64::from(content) << CONTENT_SHIFT)
     }
 
+    fn fact_key(f: &Fact) -> u64 {
+        Self::full_key(Some(f.country), Some(f.device), f.genre, f.content)
+    }
+
     /// Adds one event to every cuboid's cell.
     #[inline]
     pub fn add(&mut self, f: &Fact) {
-        let key = Self::full_key(Some(f.country), Some(f.device), f.genre, f.content);
+        let key = Self::fact_key(f);
         for i in 0..self.masks.len() {
-            let cell = self.cell_mut(key & self.masks[i]);
-            cell.measures.add(f);
-            cell.viewers.insert(f.viewer);
+            self.table.cell_mut(key & self.masks[i]).add(f);
+        }
+    }
+
+    /// Adds many events, with the same cells as [`Self::add`] for each. The events update only
+    /// the cells of the largest cuboids (those no other cuboid of the set contains); every other
+    /// cuboid is then rolled up from its smallest parent already built. A coarse cell thus merges
+    /// a few parent cells instead of being updated by each of its events, and the roll-up reads
+    /// its parent in order and writes to a table that is small next to it.
+    pub fn add_all(&mut self, facts: &[Fact]) {
+        if facts.is_empty() {
+            return;
+        }
+        let cuboids: Vec<Cuboid> = self.cuboids.iter().collect();
+        let mut built: Vec<(Cuboid, Table)> = Vec::with_capacity(cuboids.len());
+        // Children after their parents: more dimensions first.
+        let mut order = cuboids.clone();
+        order.sort_by_key(|c| std::cmp::Reverse(c.len()));
+        for c in order {
+            let mask = key_mask(c);
+            let mut table = Table::default();
+            let parent = built
+                .iter()
+                .filter(|(p, _)| *p != c && p.contains(c))
+                .min_by_key(|(_, t)| t.len());
+            match parent {
+                Some((_, parent)) => {
+                    for (key, cell) in &parent.cells {
+                        table.cell_mut(key & mask).merge(cell);
+                    }
+                }
+                None => {
+                    for f in facts {
+                        table.cell_mut(Self::fact_key(f) & mask).add(f);
+                    }
+                }
+            }
+            built.push((c, table));
+        }
+        let fresh = self.table.cells.is_empty();
+        for (_, table) in built {
+            for (key, mut cell) in table.cells {
+                // Roll-ups leave sketches with unsorted tails; sort them once here rather than
+                // in every later estimate or encoding.
+                cell.viewers.normalize();
+                if fresh {
+                    // Cuboids have disjoint keys: every cell is new.
+                    let i = u32::try_from(self.table.cells.len()).unwrap_or(u32::MAX);
+                    self.table.index.insert(key, i);
+                    self.table.cells.push((key, cell));
+                } else {
+                    self.table.cell_mut(key).merge(&cell);
+                }
+            }
         }
     }
 
@@ -493,7 +571,7 @@ impl Cube {
         let genre = dims.genre.map_or(0, |g| self.genre_id(g));
         let content = dims.content_id.map_or(0, |c| self.content_id(c));
         let key = Self::full_key(dims.country, dims.device, genre, content);
-        self.cell_mut(key).merge(cell);
+        self.table.cell_mut(key).merge(cell);
     }
 
     /// Merges another cube into this one.
@@ -504,35 +582,27 @@ impl Cube {
     }
 
     pub fn len(&self) -> usize {
-        self.cells.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cells.is_empty()
+        self.table.cells.is_empty()
     }
 
     fn dims_of(&self, key: u64) -> DimsRef<'_> {
-        let d = (key & DEVICE_MASK) as u8;
-        let c = ((key & COUNTRY_MASK) >> COUNTRY_SHIFT) as u16;
-        let g = ((key & GENRE_MASK) >> GENRE_SHIFT) as u32;
-        let n = (key >> CONTENT_SHIFT) as u32;
-        DimsRef {
-            device: d.checked_sub(1).and_then(Device::from_code),
-            country: c.checked_sub(1).and_then(Country::from_code),
-            genre: self.genres.name(g),
-            content_id: self.contents.name(n),
-        }
+        dims_of(&self.genres, &self.contents, key)
     }
 
     /// Every cell with its coordinates, in no particular order.
     pub fn cells(&self) -> impl Iterator<Item = (DimsRef<'_>, &Cell)> {
-        self.cells.iter().map(|(k, c)| (self.dims_of(*k), c))
+        self.table.cells.iter().map(|(k, c)| (self.dims_of(*k), c))
     }
 
     /// Every cell, ordered by cuboid, then by coordinates in dictionary order (which follows the
     /// input): the same input always gives the same order.
     pub fn sorted_cells(&self) -> Vec<(DimsRef<'_>, &Cell)> {
         let mut order: Vec<(u8, u64, usize)> = self
+            .table
             .cells
             .iter()
             .enumerate()
@@ -541,7 +611,7 @@ impl Cube {
         order.sort_unstable();
         order
             .into_iter()
-            .map(|(_, k, i)| (self.dims_of(k), &self.cells[i].1))
+            .map(|(_, k, i)| (self.dims_of(k), &self.table.cells[i].1))
             .collect()
     }
 
@@ -555,19 +625,39 @@ impl Cube {
             Some(c) => *self.contents.ids.get(c)?,
             None => 0,
         };
-        let i = *self
-            .index
-            .get(&Self::full_key(dims.country, dims.device, genre, content))?;
-        self.cells.get(i as usize).map(|(_, c)| c)
+        self.table
+            .get(Self::full_key(dims.country, dims.device, genre, content))
     }
 
     /// Consumes the cube into owned cells.
     pub fn into_cells(self) -> Vec<(Dims, Cell)> {
-        let mut out = Vec::with_capacity(self.cells.len());
-        for (k, c) in &self.cells {
-            out.push((self.dims_of(*k).to_owned(), c.clone()));
-        }
-        out
+        let Cube {
+            genres,
+            contents,
+            table,
+            ..
+        } = self;
+        table
+            .cells
+            .into_iter()
+            .map(|(k, mut c)| {
+                c.viewers.normalize();
+                (dims_of(&genres, &contents, k).to_owned(), c)
+            })
+            .collect()
+    }
+}
+
+fn dims_of<'a>(genres: &'a Interner, contents: &'a Interner, key: u64) -> DimsRef<'a> {
+    let d = (key & DEVICE_MASK) as u8;
+    let c = ((key & COUNTRY_MASK) >> COUNTRY_SHIFT) as u16;
+    let g = ((key & GENRE_MASK) >> GENRE_SHIFT) as u32;
+    let n = (key >> CONTENT_SHIFT) as u32;
+    DimsRef {
+        device: d.checked_sub(1).and_then(Device::from_code),
+        country: c.checked_sub(1).and_then(Country::from_code),
+        genre: genres.name(g),
+        content_id: contents.name(n),
     }
 }
 
@@ -607,20 +697,28 @@ mod tests {
 
     type Input = (usize, usize, usize, usize, u64, u32);
 
-    fn build(set: &CuboidSet, input: &[Input]) -> Cube {
+    fn facts_of(cube: &mut Cube, input: &[Input]) -> Vec<Fact> {
         const C: [&str; 3] = ["BR", "US", "PT"];
         const G: [&str; 3] = ["drama", "comedy", "unknown"];
+        input
+            .iter()
+            .map(|&(c, d, g, n, v, w)| {
+                fact(
+                    cube,
+                    C[c % 3],
+                    Device::ALL[d % 5],
+                    G[g % 3],
+                    &format!("c{n}"),
+                    v,
+                    w,
+                )
+            })
+            .collect()
+    }
+
+    fn build(set: &CuboidSet, input: &[Input]) -> Cube {
         let mut cube = Cube::new(set);
-        for &(c, d, g, n, v, w) in input {
-            let f = fact(
-                &mut cube,
-                C[c % 3],
-                Device::ALL[d % 5],
-                G[g % 3],
-                &format!("c{n}"),
-                v,
-                w,
-            );
+        for f in facts_of(&mut cube, input) {
             cube.add(&f);
         }
         cube
@@ -696,6 +794,27 @@ mod tests {
             // merging parts equals building from the concatenation
             let all: Vec<_> = a.iter().chain(&b).chain(&c).copied().collect();
             prop_assert!(ab_c == build(&set, &all));
+        }
+
+        #[test]
+        fn adding_all_at_once_equals_adding_one_by_one(
+            before in input(),
+            a in input(),
+            groups in prop::collection::vec(1..=0b1111u8, 1..4),
+        ) {
+            let groups: Vec<Cuboid> = groups.into_iter().map(Cuboid).collect();
+            for set in [CuboidSet::default(), CuboidSet::from_groups(&groups)] {
+                let one_by_one = build(&set, &[before.clone(), a.clone()].concat());
+                // The same facts, the later ones added at once to a cube that has cells.
+                let mut at_once = build(&set, &before);
+                let facts = facts_of(&mut at_once, &a);
+                at_once.add_all(&facts);
+                prop_assert!(at_once == one_by_one);
+                let mut fresh = Cube::new(&set);
+                let facts = facts_of(&mut fresh, &a);
+                fresh.add_all(&facts);
+                prop_assert!(fresh == build(&set, &a));
+            }
         }
 
         #[test]
