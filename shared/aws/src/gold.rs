@@ -15,9 +15,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use chrono::NaiveDate;
-use streamcube_model::codec::{by_cuboid, decode_cells_where, encode_cells};
+use streamcube_model::codec::{by_part, decode_cells_where, encode_cells, part_of};
 use streamcube_model::cube::{Cell, Cuboid, Dim, Dims, DimsRef};
-use streamcube_model::event::Country;
 use streamcube_pipeline::ports::{
     CellSelect, DayManifest, GoldStore, Level, StoreError, StoreResult,
 };
@@ -64,19 +63,13 @@ fn gen_sk(level: Level, generation: u64) -> String {
     format!("gen#{}#{generation:020}", level_code(level))
 }
 
-/// The part of a cuboid a cell's block belongs to: its country's code + 1, 0 when the cuboid
-/// rolls the country up.
-fn part_of(country: Option<Country>) -> u16 {
-    country.map_or(0, |c| c.code() + 1)
-}
-
 /// Sort-key prefix of one part of a cuboid.
 fn part_prefix(cuboid: u8, part: u16) -> String {
     format!("{cuboid:03}/{part:03}#")
 }
 
 /// Splits one part's cells into encoded blocks under [`BLOCK_BYTES`].
-fn blocks(cells: &[(Dims, Cell)]) -> Vec<Vec<u8>> {
+fn blocks(cells: &[&(Dims, Cell)]) -> Vec<Vec<u8>> {
     let whole = encode_cells(cells);
     if whole.len() <= BLOCK_BYTES || cells.len() < 2 {
         return vec![whole];
@@ -223,16 +216,8 @@ impl GoldStore for DynamoGold {
         let pk = cells_pk(day, level, generation);
         // A repeat replaces: drop what an earlier attempt left under this generation.
         self.delete_partition(&pk).await?;
-        let mut parts: std::collections::BTreeMap<(u8, u16), Vec<(Dims, Cell)>> =
-            Default::default();
-        for (cuboid, cells) in by_cuboid(cells) {
-            for cell in cells {
-                let part = part_of(cell.0.country);
-                parts.entry((cuboid, part)).or_default().push(cell);
-            }
-        }
         let mut requests = Vec::new();
-        for ((cuboid, part), cells) in parts {
+        for ((cuboid, part), cells) in by_part(cells) {
             for (chunk, block) in blocks(&cells).into_iter().enumerate() {
                 let sk = format!("{}{chunk:05}", part_prefix(cuboid, part));
                 let mut item = key(pk.clone(), sk);

@@ -4,7 +4,6 @@
 //! other processes read while one writes, and a busy timeout makes writers queue; a write that
 //! still finds the database locked surfaces as [`StoreError::Throttled`].
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +12,7 @@ use chrono::NaiveDate;
 use rusqlite::{Connection, OptionalExtension, params};
 use streamcube_model::catalog::{Catalog, CatalogEntry};
 
-use streamcube_model::codec::{by_cuboid, decode_cells, decode_cells_where, encode_cells};
+use streamcube_model::codec::{by_part, decode_cells, decode_cells_where, encode_cells, part_of};
 use streamcube_model::cube::{Cell, Cuboid, Dim, Dims};
 use streamcube_model::event::{Country, Device, SilverEvent};
 use streamcube_model::pseudonym::Pseudonym;
@@ -165,12 +164,6 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-/// The part of a cuboid's block a cell belongs to: its country's code + 1, 0 when the cuboid
-/// rolls the country up.
-fn part_of(country: Option<Country>) -> i64 {
-    country.map_or(0, |c| i64::from(c.code()) + 1)
-}
-
 /// The level column: hours 0..24, the day 24.
 fn level_code(l: Level) -> i64 {
     match l {
@@ -281,12 +274,16 @@ fn query_events<P: rusqlite::Params>(
 
 fn event_of(r: &rusqlite::Row<'_>) -> StoreResult<SilverEvent> {
     let get_err = |e: rusqlite::Error| StoreError::Corrupt(e.to_string());
-    let viewer: Vec<u8> = r.get(3).map_err(get_err)?;
-    let viewer: [u8; 32] = viewer
+    let ref_err = |e: rusqlite::types::FromSqlError| StoreError::Corrupt(e.to_string());
+    let viewer: [u8; 32] = r
+        .get_ref(3)
+        .map_err(get_err)?
+        .as_blob()
+        .map_err(ref_err)?
         .try_into()
         .map_err(|_| StoreError::Corrupt("viewer pseudonym is not 32 bytes".into()))?;
-    let device: String = r.get(5).map_err(get_err)?;
-    let country: String = r.get(6).map_err(get_err)?;
+    let device = r.get_ref(5).map_err(get_err)?.as_str().map_err(ref_err)?;
+    let country = r.get_ref(6).map_err(get_err)?.as_str().map_err(ref_err)?;
     let opt = |i: usize| -> StoreResult<Option<u32>> {
         r.get::<_, Option<i64>>(i)
             .map_err(get_err)?
@@ -301,7 +298,7 @@ fn event_of(r: &rusqlite::Row<'_>) -> StoreResult<SilverEvent> {
         device: device
             .parse::<Device>()
             .map_err(|_| StoreError::Corrupt(format!("device {device}")))?,
-        country: Country::parse(&country)
+        country: Country::parse(country)
             .map_err(|_| StoreError::Corrupt(format!("country {country}")))?,
         watch_seconds: opt(7)?.unwrap_or(0),
         bitrate_kbps: opt(8)?,
@@ -448,11 +445,12 @@ impl SilverStore for SqliteStore {
 
     async fn hour_events(&self, hour: i64) -> StoreResult<Vec<SilverEvent>> {
         self.with(move |c| {
-            query_events(
-                c,
-                "SELECT * FROM silver_events WHERE hour = ?1 ORDER BY event_id",
-                [hour],
-            )
+            // In event id order, as the other stores give it; sorted here rather than by
+            // SQLite, whose sorter copies every row once more.
+            let mut events =
+                query_events(c, "SELECT * FROM silver_events WHERE hour = ?1", [hour])?;
+            events.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
+            Ok(events)
         })
         .await
     }
@@ -622,16 +620,7 @@ impl GoldStore for SqliteStore {
         generation: u64,
         cells: &[(Dims, Cell)],
     ) -> StoreResult<()> {
-        let mut parts: BTreeMap<(u8, i64), Vec<(Dims, Cell)>> = BTreeMap::new();
-        for (cuboid, cells) in by_cuboid(cells) {
-            for cell in cells {
-                parts
-                    .entry((cuboid, part_of(cell.0.country)))
-                    .or_default()
-                    .push(cell);
-            }
-        }
-        let blocks: Vec<((u8, i64), Vec<u8>)> = parts
+        let blocks: Vec<((u8, u16), Vec<u8>)> = by_part(cells)
             .into_iter()
             .map(|(key, cells)| (key, encode_cells(&cells)))
             .collect();
@@ -726,7 +715,10 @@ impl GoldStore for SqliteStore {
     ) -> StoreResult<Vec<(Dims, Cell)>> {
         let parts = match &select.countries {
             Some(countries) if cuboid.has(Dim::Country) => {
-                let mut parts: Vec<i64> = countries.iter().map(|c| part_of(Some(*c))).collect();
+                let mut parts: Vec<i64> = countries
+                    .iter()
+                    .map(|c| i64::from(part_of(Some(*c))))
+                    .collect();
                 parts.sort_unstable();
                 parts.dedup();
                 Some(parts)

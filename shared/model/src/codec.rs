@@ -14,6 +14,9 @@
 //! assert_eq!(decode_cells(&encode_cells(&cells)).unwrap(), cells);
 //! ```
 
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+
 use crate::cube::{Cell, Dims, DimsRef, Measures};
 use crate::event::{Country, Device};
 use crate::sketch::{SketchError, ViewerSketch};
@@ -50,24 +53,31 @@ fn put_text(out: &mut Vec<u8>, t: Option<&str>) {
     }
 }
 
-/// Encodes cells into one block.
-/// Cells grouped by cuboid (by its bit set), in cuboid order: stores keep one block per cuboid.
-pub fn by_cuboid(cells: &[(Dims, Cell)]) -> std::collections::BTreeMap<u8, Vec<(Dims, Cell)>> {
-    let mut out: std::collections::BTreeMap<u8, Vec<(Dims, Cell)>> = Default::default();
-    for (d, c) in cells {
-        out.entry(d.as_ref().cuboid().bits())
-            .or_default()
-            .push((d.clone(), c.clone()));
+/// The part of a cuboid a cell's block belongs to: its country's code + 1, 0 when the cuboid
+/// rolls the country up. Stores keep one block (or a few) per cuboid and part, so a query for
+/// some countries reads only theirs.
+pub fn part_of(country: Option<Country>) -> u16 {
+    country.map_or(0, |c| c.code() + 1)
+}
+
+/// Cells grouped by cuboid (by its bit set) and part ([`part_of`]), in that order, borrowed.
+pub fn by_part(cells: &[(Dims, Cell)]) -> BTreeMap<(u8, u16), Vec<&(Dims, Cell)>> {
+    let mut out: BTreeMap<(u8, u16), Vec<&(Dims, Cell)>> = BTreeMap::new();
+    for cell in cells {
+        let key = (cell.0.as_ref().cuboid().bits(), part_of(cell.0.country));
+        out.entry(key).or_default().push(cell);
     }
     out
 }
 
-pub fn encode_cells(cells: &[(Dims, Cell)]) -> Vec<u8> {
+/// Encodes cells into one block.
+pub fn encode_cells<C: Borrow<(Dims, Cell)>>(cells: &[C]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + cells.len() * 48);
     out.push(VERSION);
     put_varint(&mut out, cells.len() as u64);
     let mut sketch = Vec::new();
-    for (d, c) in cells {
+    for cell in cells {
+        let (d, c) = cell.borrow();
         let country = d.country.map_or(0, |c| c.code() + 1);
         out.extend_from_slice(&country.to_le_bytes());
         out.push(d.device.map_or(0, |d| d.code() + 1));
