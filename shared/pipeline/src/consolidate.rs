@@ -65,8 +65,9 @@ pub fn hours_by_day(hours: impl IntoIterator<Item = i64>) -> BTreeMap<NaiveDate,
 /// Builds the cube of a set of events.
 pub fn build_cube(pipeline: &Pipeline, catalog: &Catalog, events: &[SilverEvent]) -> Cube {
     let mut cube = Cube::new(&pipeline.config.cuboids);
-    for e in events {
-        let f = Fact {
+    let facts: Vec<Fact> = events
+        .iter()
+        .map(|e| Fact {
             country: e.country,
             device: e.device,
             genre: cube.genre_id(catalog.genre_of(&e.content_id)),
@@ -76,10 +77,40 @@ pub fn build_cube(pipeline: &Pipeline, catalog: &Catalog, events: &[SilverEvent]
             bitrate_kbps: e.bitrate_kbps,
             buffering_ms: e.buffering_ms,
             completed: e.completed,
-        };
-        cube.add(&f);
-    }
+        })
+        .collect();
+    cube.add_all(&facts);
     cube
+}
+
+/// Every hour's cells, by hour of the day.
+type HourCells = Vec<(u8, Vec<(Dims, Cell)>)>;
+
+/// A day's export files, encoded.
+struct Exports {
+    csv: Vec<u8>,
+    parquet: Vec<u8>,
+}
+
+fn task_error(e: tokio::task::JoinError) -> PipelineError {
+    PipelineError::Task(e.to_string())
+}
+
+/// Starts encoding a day's CSV and Parquet exports, each on the blocking pool, and returns a
+/// future of both. The work starts at the call, not at the first poll.
+fn encode_exports(
+    day: NaiveDate,
+    day_cells: Arc<Vec<(Dims, Cell)>>,
+    hours: Arc<HourCells>,
+) -> impl std::future::Future<Output = Result<Exports, PipelineError>> {
+    let cells = Arc::clone(&day_cells);
+    let csv = tokio::task::spawn_blocking(move || day_csv(day, &cells));
+    let parquet = tokio::task::spawn_blocking(move || export::day_parquet(&day_cells, &hours));
+    async move {
+        let csv = csv.await.map_err(task_error)?;
+        let parquet = parquet.await.map_err(task_error)??;
+        Ok(Exports { csv, parquet })
+    }
 }
 
 /// Unreferenced generations older than this are leftovers of crashed writers.
@@ -192,7 +223,7 @@ impl Pipeline {
             let mut day_cube = Cube::new(&self.config.cuboids);
             let mut hour_cells = 0;
             // Every hour's cells, for the Parquet export.
-            let mut all_hours: Vec<(u8, Vec<(Dims, Cell)>)> = Vec::new();
+            let mut all_hours: HourCells = Vec::new();
             // The touched hours' cubes, in hour order, each built on the blocking pool while
             // the one before it is written and merged below: two hours in flight at a time.
             let mut built = futures::stream::iter(touched.iter().copied())
@@ -226,7 +257,10 @@ impl Pipeline {
             let events = day_cube
                 .get(DimsRef::default())
                 .map_or(0, |c| c.measures.plays);
-            let day_cells = day_cube.into_cells();
+            let day_cells = Arc::new(day_cube.into_cells());
+            // The export files are encoded on the blocking pool while gold is written; they are
+            // written to the lake only once the flip has landed.
+            let exports = encode_exports(day, Arc::clone(&day_cells), Arc::new(all_hours));
             gold.put_cells(day, Level::Day, generation, &day_cells)
                 .await?;
             let manifest = DayManifest {
@@ -252,7 +286,7 @@ impl Pipeline {
                 // The published day as files for tools that read the lake, and its
                 // partition in the table catalog. Written after the flip, so a failure
                 // leaves gold right and the retry rewrites them.
-                self.export_day(day, &day_cells, all_hours).await?;
+                self.write_exports(day, exports.await?).await?;
                 self.reexport_if_replaced(day, manifest.version).await?;
                 // What the flip replaced is garbage now; readers still on it notice the
                 // manifest moved and read again.
@@ -365,32 +399,24 @@ impl Pipeline {
                 hours.push((*h, gold.cells(day, Level::Hour(*h), *g, None).await?));
             }
             tracing::info!(%day, version = m.version, "a later generation was published meanwhile; exporting it");
-            self.export_day(day, &day_cells, hours).await?;
+            let exports = encode_exports(day, Arc::new(day_cells), Arc::new(hours)).await?;
+            self.write_exports(day, exports).await?;
             exported = m.version;
         }
         Ok(())
     }
 
     /// Writes the day's CSV and Parquet exports and registers its partition.
-    async fn export_day(
-        &self,
-        day: NaiveDate,
-        day_cells: &[(Dims, Cell)],
-        hours: Vec<(u8, Vec<(Dims, Cell)>)>,
-    ) -> Result<(), PipelineError> {
+    async fn write_exports(&self, day: NaiveDate, files: Exports) -> Result<(), PipelineError> {
         let lake = &self.stores.lake;
         lake.put(
             &object_store::path::Path::from(export::csv_path(day)),
-            day_csv(day, day_cells).into(),
+            files.csv.into(),
         )
         .await?;
-        let day_cells = day_cells.to_vec();
-        let parquet = tokio::task::spawn_blocking(move || export::day_parquet(&day_cells, &hours))
-            .await
-            .map_err(|e| PipelineError::Task(e.to_string()))??;
         lake.put(
             &object_store::path::Path::from(export::parquet_path(day)),
-            parquet.into(),
+            files.parquet.into(),
         )
         .await?;
         if let Some(catalog) = &self.stores.partitions {

@@ -5,16 +5,20 @@
 //! (`day` or `hour`) and `hour`; a rolled-up dimension is null. The day itself is the partition
 //! (`gold/cube/day=YYYY-MM-DD/`), not a column.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use chrono::NaiveDate;
 use parquet::basic::Compression;
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
 use parquet::errors::ParquetError;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
+use parquet::schema::types::ColumnPath;
 use streamcube_model::cube::{Cell, Dims};
+use streamcube_model::event::{Country, Device};
 
 /// Where the gold Parquet files live in the lake.
 pub const GOLD_PREFIX: &str = "gold/cube/";
@@ -60,11 +64,11 @@ fn int(v: u64) -> i64 {
 }
 
 /// Encodes a day's cells (day level, then each hour) as a Snappy-compressed Parquet file.
-pub fn day_parquet(
-    day_cells: &[(Dims, Cell)],
-    hour_cells: &[(u8, Vec<(Dims, Cell)>)],
+pub fn day_parquet<'a>(
+    day_cells: &'a [(Dims, Cell)],
+    hour_cells: &'a [(u8, Vec<(Dims, Cell)>)],
 ) -> Result<Vec<u8>, ParquetError> {
-    let rows: Vec<Row<'_>> = day_cells
+    let rows: Vec<Row<'a>> = day_cells
         .iter()
         .map(|(dims, cell)| Row {
             hour: None,
@@ -83,10 +87,25 @@ pub fn day_parquet(
     let props = Arc::new(
         WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
+            // Rows are ordered by level and hour only: min/max of the other columns span every
+            // value in each row group and would prune nothing, so they are not computed.
+            .set_statistics_enabled(EnabledStatistics::None)
+            .set_column_statistics_enabled(ColumnPath::from("level"), EnabledStatistics::Page)
+            .set_column_statistics_enabled(ColumnPath::from("hour"), EnabledStatistics::Page)
             .build(),
     );
     let mut out = Vec::new();
     let mut writer = SerializedFileWriter::new(&mut out, schema, props)?;
+    // Values repeat a lot (a few levels, countries, devices, genres, some thousands of titles):
+    // each distinct text becomes one shared buffer, and every row a reference to it.
+    let mut texts: HashMap<&'a str, ByteArray> = HashMap::new();
+    let mut text = |t: &'a str| -> ByteArray {
+        texts
+            .entry(t)
+            .or_insert_with(|| ByteArray::from(Bytes::copy_from_slice(t.as_bytes())))
+            .clone()
+    };
+    let (day_level, hour_level) = (text("day"), text("hour"));
     for group in rows.chunks(ROW_GROUP) {
         let mut rg = writer.next_row_group()?;
         let mut column = 0;
@@ -95,7 +114,13 @@ pub fn day_parquet(
                 0 => {
                     let v: Vec<ByteArray> = group
                         .iter()
-                        .map(|r| ByteArray::from(if r.hour.is_some() { "hour" } else { "day" }))
+                        .map(|r| {
+                            if r.hour.is_some() {
+                                hour_level.clone()
+                            } else {
+                                day_level.clone()
+                            }
+                        })
                         .collect();
                     col.typed::<ByteArrayType>().write_batch(&v, None, None)?;
                 }
@@ -105,21 +130,23 @@ pub fn day_parquet(
                     col.typed::<Int32Type>().write_batch(&v, Some(&d), None)?;
                 }
                 2..=5 => {
-                    let text = |r: &Row<'_>| -> Option<String> {
+                    let value = |r: &Row<'a>| -> Option<&'a str> {
                         match column {
-                            2 => r.dims.country.map(|c| c.as_str().to_owned()),
-                            3 => r.dims.device.map(|d| d.as_str().to_owned()),
-                            4 => r.dims.genre.clone(),
-                            _ => r.dims.content_id.clone(),
+                            2 => r.dims.country.as_ref().map(Country::as_str),
+                            3 => r.dims.device.map(Device::as_str),
+                            4 => r.dims.genre.as_deref(),
+                            _ => r.dims.content_id.as_deref(),
                         }
                     };
-                    let texts: Vec<Option<String>> = group.iter().map(text).collect();
-                    let v: Vec<ByteArray> = texts
-                        .iter()
-                        .flatten()
-                        .map(|t| ByteArray::from(t.as_str()))
-                        .collect();
-                    let d: Vec<i16> = texts.iter().map(|t| i16::from(t.is_some())).collect();
+                    let mut v = Vec::with_capacity(group.len());
+                    let mut d = Vec::with_capacity(group.len());
+                    for r in group {
+                        let t = value(r);
+                        d.push(i16::from(t.is_some()));
+                        if let Some(t) = t {
+                            v.push(text(t));
+                        }
+                    }
                     col.typed::<ByteArrayType>()
                         .write_batch(&v, Some(&d), None)?;
                 }
@@ -184,6 +211,18 @@ mod tests {
         let bytes = day_parquet(&day, &hours).expect("encodes");
         let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).expect("a parquet file");
         assert_eq!(reader.metadata().file_metadata().num_rows(), 3);
+        // Min/max where they can prune (level, hour), not where they cannot.
+        let group = reader.metadata().row_group(0);
+        assert!(
+            group.column(0).statistics().is_some(),
+            "level has statistics"
+        );
+        assert!(
+            group.column(1).statistics().is_some(),
+            "hour has statistics"
+        );
+        assert!(group.column(2).statistics().is_none(), "country has none");
+        assert!(group.column(12).statistics().is_none(), "viewers have none");
         let rows: Vec<_> = reader
             .get_row_iter(None)
             .expect("rows")
