@@ -521,47 +521,63 @@ impl Cube {
         if facts.is_empty() {
             return;
         }
-        let cuboids: Vec<Cuboid> = self.cuboids.iter().collect();
-        let mut built: Vec<(Cuboid, Table)> = Vec::with_capacity(cuboids.len());
-        // Children after their parents: more dimensions first.
-        let mut order = cuboids.clone();
+        if self.table.cells.is_empty() {
+            // Built in place (keeping any capacity reserved by `with_capacity`).
+            let mut table = std::mem::take(&mut self.table);
+            self.build_into(&mut table, facts);
+            self.table = table;
+        } else {
+            let mut fresh = Table::default();
+            self.build_into(&mut fresh, facts);
+            for (key, cell) in fresh.cells {
+                self.table.cell_mut(key).merge(&cell);
+            }
+        }
+    }
+
+    /// Builds every cuboid of `facts` into the empty table `out`, one cuboid after the other,
+    /// each cuboid's cells contiguous so that its children read them in order. Keys of different
+    /// cuboids never collide (a kept dimension is never 0), so all share `out`'s index. Besides
+    /// `out`, only the cuboid being rolled up is held twice.
+    fn build_into(&self, out: &mut Table, facts: &[Fact]) {
+        let mut order: Vec<Cuboid> = self.cuboids.iter().collect();
+        // Parents before their children: more dimensions first.
         order.sort_by_key(|c| std::cmp::Reverse(c.len()));
+        let mut built: Vec<(Cuboid, std::ops::Range<usize>)> = Vec::with_capacity(order.len());
         for c in order {
             let mask = key_mask(c);
-            let mut table = Table::default();
+            let start = out.cells.len();
             let parent = built
                 .iter()
                 .filter(|(p, _)| *p != c && p.contains(c))
-                .min_by_key(|(_, t)| t.len());
+                .min_by_key(|(_, r)| r.len())
+                .map(|(_, r)| r.clone());
             match parent {
-                Some((_, parent)) => {
-                    for (key, cell) in &parent.cells {
-                        table.cell_mut(key & mask).merge(cell);
-                    }
-                }
                 None => {
                     for f in facts {
-                        table.cell_mut(Self::fact_key(f) & mask).add(f);
+                        out.cell_mut(Self::fact_key(f) & mask).add(f);
+                    }
+                }
+                Some(range) => {
+                    let mut child = Table::default();
+                    for (key, cell) in &out.cells[range] {
+                        child.cell_mut(key & mask).merge(cell);
+                    }
+                    out.cells.reserve(child.len());
+                    out.index.reserve(child.len());
+                    for (key, cell) in child.cells {
+                        let i = u32::try_from(out.cells.len()).unwrap_or(u32::MAX);
+                        out.index.insert(key, i);
+                        out.cells.push((key, cell));
                     }
                 }
             }
-            built.push((c, table));
-        }
-        let fresh = self.table.cells.is_empty();
-        for (_, table) in built {
-            for (key, mut cell) in table.cells {
-                // Roll-ups leave sketches with unsorted tails; sort them once here rather than
-                // in every later estimate or encoding.
+            // Inserts and roll-ups leave sketches with unsorted tails; sort them once here
+            // rather than in every later merge, estimate or encoding.
+            for (_, cell) in &mut out.cells[start..] {
                 cell.viewers.normalize();
-                if fresh {
-                    // Cuboids have disjoint keys: every cell is new.
-                    let i = u32::try_from(self.table.cells.len()).unwrap_or(u32::MAX);
-                    self.table.index.insert(key, i);
-                    self.table.cells.push((key, cell));
-                } else {
-                    self.table.cell_mut(key).merge(&cell);
-                }
             }
+            built.push((c, start..out.cells.len()));
         }
     }
 
