@@ -239,11 +239,17 @@ impl Pipeline {
                         continue;
                     };
                     hour_cells += cells.len() as u64;
-                    gold.put_cells(day, Level::Hour(h), generation, &cells)
-                        .await?;
-                    for (dims, cell) in &cells {
-                        day_cube.merge_cell(dims.as_ref(), cell);
-                    }
+                    // The hour is merged into the day while the store writes it.
+                    let merge = async {
+                        for (dims, cell) in &cells {
+                            day_cube.merge_cell(dims.as_ref(), cell);
+                        }
+                        Ok(())
+                    };
+                    futures::try_join!(
+                        gold.put_cells(day, Level::Hour(h), generation, &cells),
+                        merge
+                    )?;
                     hours.insert(h, generation);
                     all_hours.push((h, cells));
                 } else if let Some(g) = hours.get(&h) {
