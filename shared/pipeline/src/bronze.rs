@@ -456,8 +456,7 @@ impl Pipeline {
         let stream = self.open_stream(path).await?;
         let (entries, rejections, report) =
             tokio::task::spawn_blocking(move || read_catalog(SyncIoBridge::new(stream)))
-                .await
-                .map_err(|e| PipelineError::Task(e.to_string()))?
+                .await?
                 .map_err(|e| match e {
                     streamcube_model::catalog::CatalogError::Io(source) => {
                         PipelineError::Unreadable {
@@ -637,16 +636,13 @@ impl Pipeline {
         if let Some(e) = failure {
             return Err(e.into());
         }
-        let end = reader
-            .await
-            .map_err(|e| PipelineError::Task(e.to_string()))?
-            .map_err(|e| match e {
-                ReadFail::Io(source) => PipelineError::Unreadable {
-                    key: key.to_owned(),
-                    source,
-                },
-                ReadFail::Changed => changed(),
-            })?;
+        let end = reader.await?.map_err(|e| match e {
+            ReadFail::Io(source) => PipelineError::Unreadable {
+                key: key.to_owned(),
+                source,
+            },
+            ReadFail::Changed => changed(),
+        })?;
         let (rows_read, paused_at) = match end {
             ReadEnd::Done { rows } => (rows, None),
             ReadEnd::Paused { line, rows } => (rows, Some(line)),

@@ -92,10 +92,6 @@ struct Exports {
     parquet: Vec<u8>,
 }
 
-fn task_error(e: tokio::task::JoinError) -> PipelineError {
-    PipelineError::Task(e.to_string())
-}
-
 /// Starts encoding a day's CSV and Parquet exports, each on the blocking pool, and returns a
 /// future of both. The work starts at the call, not at the first poll.
 fn encode_exports(
@@ -107,8 +103,8 @@ fn encode_exports(
     let csv = tokio::task::spawn_blocking(move || day_csv(day, &cells));
     let parquet = tokio::task::spawn_blocking(move || export::day_parquet(&day_cells, &hours));
     async move {
-        let csv = csv.await.map_err(task_error)?;
-        let parquet = parquet.await.map_err(task_error)??;
+        let csv = csv.await?;
+        let parquet = parquet.await??;
         Ok(Exports { csv, parquet })
     }
 }
@@ -175,8 +171,7 @@ impl Pipeline {
         }
         let mut out = Vec::with_capacity(tasks.len());
         for task in tasks {
-            let (day, touched, result) =
-                task.await.map_err(|e| PipelineError::Task(e.to_string()))?;
+            let (day, touched, result) = task.await?;
             if let Err(e) = &result {
                 tracing::warn!(%day, error = %e, "day consolidation failed");
             }
@@ -343,7 +338,7 @@ impl Pipeline {
         tokio::task::spawn_blocking(move || build_cube(&this, &catalog, &events).into_cells())
             .await
             .map(Some)
-            .map_err(|e| PipelineError::Task(e.to_string()))
+            .map_err(PipelineError::from)
     }
 
     /// An hour's events, read again (with backoff) while they do not show `expected` yet.

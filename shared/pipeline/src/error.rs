@@ -59,3 +59,9 @@ impl PipelineError {
         )
     }
 }
+
+impl From<tokio::task::JoinError> for PipelineError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        PipelineError::Task(e.to_string())
+    }
+}
