@@ -163,6 +163,9 @@ LEDGER_ITEM_BYTES = 450  # ledger#<key>, v#<version>, report JSON (~85 B measure
 # =================================================================================================
 # bench/cube_vs_duckdb.sh: `streamcube cube --threads 2`, 1,000,000 events in 2.64 s (README,
 # Performance): validation + pseudonymization + cube on 2 threads, ~5.3 us of CPU per event.
+# Kept from the run before the cube rolled coarse cuboids up from finer ones (1.84 s since), and
+# likewise the consolidation below (the day's consolidation is faster since): the CPU figures,
+# a small part of the bill, are on the high side.
 CUBE_CPU_US_PER_EVENT = 2.64e6 * 2 / 1_000_000
 # bench/consolidate.sh: a 200,000-event day consolidated in 6.3 s on the embedded backend: 31.5 us
 # per event, the cube build above included; the rest (decoding, merging, encoding blocks, CSV and
