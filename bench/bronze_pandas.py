@@ -178,9 +178,17 @@ SILVER_COLUMNS = [
     *CONTRACT[CONTRACT.index("content_id") :],
     "origin",
 ]
+# A row is written unless its id is in the id index (silver_ids, which this job brings up to
+# date at the end of each file); `seq` continues from silver_meta.last_seq, as streamcube's does.
 INSERT_SQL = (
-    f"INSERT INTO silver_events ({', '.join(SILVER_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(SILVER_COLUMNS))}) ON CONFLICT(event_id) DO NOTHING"
+    f"INSERT INTO silver_events (seq, {', '.join(SILVER_COLUMNS)}) "
+    f"SELECT {', '.join(f'?{i}' for i in range(1, len(SILVER_COLUMNS) + 2))} "
+    "WHERE NOT EXISTS (SELECT 1 FROM silver_ids WHERE event_id = ?2)"
+)
+# The file's new rows into the id index in one sorted pass, and silver_meta to match.
+INDEX_SQL = (
+    "INSERT INTO silver_ids (event_id, seq) "
+    "SELECT event_id, seq FROM silver_events WHERE seq > ? ORDER BY event_id"
 )
 CHANGES_SQL = (
     "INSERT INTO silver_changes(hour, counter, acked) VALUES (?, 1, 0) "
@@ -210,6 +218,8 @@ def streamcube_schema() -> str:
 def create_schema(con: sqlite3.Connection) -> None:
     """streamcube's schema in `con`, with silver_events as this job writes it."""
     con.executescript(streamcube_schema())
+    # The row streamcube's migration writes into a new file.
+    con.execute("INSERT OR IGNORE INTO silver_meta VALUES (0, 0, 0, 0)")
     # `seq` is the row's arrival number, which SQLite assigns.
     columns = {row[1] for row in con.execute("PRAGMA table_info(silver_events)")} - {"seq"}
     if columns != set(SILVER_COLUMNS):
@@ -553,13 +563,17 @@ def ingest_file(path: Path, con: sqlite3.Connection, lake: Path, key_secret: byt
     hours = occurred_ms // MS_PER_HOUR
     prefix = f"{key}#{version}:"
     inserted = 0
-    con.execute("BEGIN")
+    con.execute("BEGIN IMMEDIATE")
     try:
+        through, last_seq = con.execute(
+            "SELECT indexed_through, last_seq FROM silver_meta WHERE id = 0"
+        ).fetchone()
         for start in range(0, len(keep), INSERT_SLICE):
             rows = keep[start : start + INSERT_SLICE]
             bitrate = numbers["bitrate_kbps"][rows]
             buffering = numbers["buffering_ms"][rows]
             tuples = zip(
+                range(last_seq + start + 1, last_seq + start + 1 + len(rows)),
                 id_values[rows].tolist(),
                 hours[rows].tolist(),
                 occurred_ms[rows].tolist(),
@@ -574,6 +588,11 @@ def ingest_file(path: Path, con: sqlite3.Connection, lake: Path, key_secret: byt
                 [prefix + str(line) for line in lines[rows].tolist()],
             )
             inserted += con.executemany(INSERT_SQL, tuples).rowcount
+        con.execute(INDEX_SQL, (through,))
+        last_seq += len(keep)
+        con.execute(
+            "UPDATE silver_meta SET indexed_through = ?1, last_seq = ?1 WHERE id = 0", (last_seq,)
+        )
         con.executemany(CHANGES_SQL, [(h,) for h in np.unique(hours[keep]).tolist()])
         con.execute("COMMIT")
     except BaseException:
@@ -707,8 +726,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     n_pj = scalar("SELECT count(*) FROM pj.silver_events")
     print(f"  {'silver rows':32} {n_sc:>12,} {n_pj:>12,}")
     sizes_ok = n_sc == sc["accepted"] and n_pj == pj["accepted"]
+    # Each table's ids with their rows' seq, indexed here: silver_ids holds only the ids up to
+    # silver_meta.indexed_through, and the files are not to be changed by the check.
+    for a in ("sc", "pj"):
+        con.execute(
+            f"CREATE TEMP TABLE ids_{a} (event_id TEXT PRIMARY KEY, seq INTEGER) WITHOUT ROWID"
+        )
+        con.execute(f"INSERT OR IGNORE INTO ids_{a} SELECT event_id, seq FROM {a}.silver_events")
 
-    missing = "NOT EXISTS (SELECT 1 FROM {b}.silver_events y WHERE y.event_id = x.event_id)"
+    missing = "NOT EXISTS (SELECT 1 FROM ids_{b} y WHERE y.event_id = x.event_id)"
     only = {}
     for a, b in (("sc", "pj"), ("pj", "sc")):
         only[a] = scalar(f"SELECT count(*) FROM {a}.silver_events x WHERE {missing.format(b=b)}")
@@ -727,7 +753,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     columns = [c for c in SILVER_COLUMNS if c != "event_id"]
     diff = ", ".join(f"coalesce(sum(a.{c} IS NOT b.{c}), 0)" for c in columns)
     row = con.execute(
-        f"SELECT count(*), {diff} FROM sc.silver_events a JOIN pj.silver_events b USING (event_id)"
+        f"SELECT count(*), {diff} FROM ids_sc i JOIN ids_pj j USING (event_id)"
+        " JOIN sc.silver_events a ON a.seq = i.seq JOIN pj.silver_events b ON b.seq = j.seq"
     ).fetchone()
     differing = {c: n for c, n in zip(columns, row[1:]) if n}
     print(

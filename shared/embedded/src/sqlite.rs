@@ -4,6 +4,7 @@
 //! other processes read while one writes, and a busy timeout makes writers queue; a write that
 //! still finds the database locked surfaces as [`StoreError::Throttled`].
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -25,8 +26,16 @@ use streamcube_pipeline::ports::{
 /// The layout of silver is set by the write path, which takes events in batches of a few hundred
 /// with random ids:
 /// - rows append in arrival order (`seq`, an alias of the rowid that `VACUUM` keeps), and so does
-///   the hour index, since events arrive roughly in time order; only the id index takes random
-///   keys. A table keyed by the random id itself dirtied one page per event per commit;
+///   the hour index, since events arrive roughly in time order. A table keyed by the random id
+///   itself dirtied one page per event per commit;
+/// - the id index (`silver_ids`: `event_id`, `seq`) is not written per event either: it holds
+///   the ids of the rows up to `silver_meta.indexed_through`, and the ids of the rows after it
+///   (at most [`ID_FLUSH_ROWS`] or so) are kept in memory by the writing connection
+///   ([`RecentIds`]), which adds them to the index in one sorted pass when there are enough of
+///   them. A unique index written per event cost one random page per event per commit (4 KiB of
+///   log for an event of 150 bytes); a pass of 100,000 sorted ids writes each page of the index
+///   once. Deduplication looks in memory, then in the index; every write runs under SQLite's
+///   write lock and first catches up with what other processes committed (see [`RecentIds`]);
 /// - the viewer index (`silver_viewers`: hour, viewer, `seq`) is not written per event but per
 ///   hour, when the hour's changes are acknowledged ([`ChangeFeed::ack`]), in one sorted pass
 ///   that appends the hour's part of the index (a global viewer key would dirty most of the
@@ -51,8 +60,21 @@ CREATE TABLE IF NOT EXISTS silver_events (
     completed      INTEGER NOT NULL,
     origin         TEXT NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS silver_by_id ON silver_events(event_id);
 CREATE INDEX IF NOT EXISTS silver_by_hour ON silver_events(hour);
+CREATE TABLE IF NOT EXISTS silver_ids (
+    event_id TEXT PRIMARY KEY,
+    seq      INTEGER NOT NULL
+) WITHOUT ROWID;
+-- One row: every row of silver with seq <= indexed_through is in silver_ids, no later one is;
+-- last_seq is the highest seq ever given (never given again, even once its row is deleted);
+-- deletions counts the transactions that deleted rows, so that a writer knows when the ids it
+-- keeps in memory may name rows that are gone.
+CREATE TABLE IF NOT EXISTS silver_meta (
+    id               INTEGER PRIMARY KEY CHECK (id = 0),
+    indexed_through  INTEGER NOT NULL,
+    last_seq         INTEGER NOT NULL,
+    deletions        INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS silver_viewers (
     hour   INTEGER NOT NULL,
     viewer BLOB NOT NULL,
@@ -100,10 +122,11 @@ CREATE TABLE IF NOT EXISTS processed_objects (
 ) WITHOUT ROWID;
 ";
 
-/// 3: gold blocks split by country (`part`). 2: silver as an append-ordered rowid table with
-/// its viewer index built per hour. The first layout (no `user_version`) kept silver in a table
-/// keyed by `event_id` with a per-row viewer index.
-const SCHEMA_VERSION: i64 = 3;
+/// 4: the id index written in sorted passes (`silver_ids`) instead of a unique index on
+/// `silver_events`. 3: gold blocks split by country (`part`). 2: silver as an append-ordered
+/// rowid table with its viewer index built per hour. The first layout (no `user_version`) kept
+/// silver in a table keyed by `event_id` with a per-row viewer index.
+const SCHEMA_VERSION: i64 = 4;
 
 /// Creates the schema in a new file, or brings an older file to the current layout, in one
 /// transaction. Silver of the first layout is copied in hour order, every copied row in the
@@ -141,6 +164,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     if unsplit_gold {
         tx.execute_batch("ALTER TABLE gold_blocks RENAME TO gold_blocks_v2;")?;
     }
+    tx.execute_batch("DROP INDEX IF EXISTS silver_by_id;")?;
     tx.execute_batch(SCHEMA)?;
     if first_silver {
         tx.execute_batch(&format!(
@@ -160,6 +184,13 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
              DROP TABLE gold_blocks_v2;",
         )?;
     }
+    // Every id of silver so far in the index (ids were unique under the unique index of
+    // versions 2 and 3, and the primary key of the first layout).
+    tx.execute_batch(
+        "INSERT INTO silver_ids (event_id, seq) SELECT event_id, seq FROM silver_events ORDER BY event_id;
+         INSERT INTO silver_meta (id, indexed_through, last_seq, deletions)
+             SELECT 0, coalesce(max(seq), 0), coalesce(max(seq), 0), 0 FROM silver_events;",
+    )?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
 }
@@ -197,6 +228,130 @@ fn uint(v: i64) -> StoreResult<u64> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative count {v}")))
 }
 
+/// The writer keeps the ids of at most about this many rows in memory (some 100 bytes each)
+/// before it adds them to `silver_ids`; one pass then writes each page of the index once (at
+/// 1,000,000 ids, the index has about 11,000 pages of 4 KiB).
+pub const ID_FLUSH_ROWS: usize = 100_000;
+
+/// The ids of silver's rows after `silver_meta.indexed_through`, as the writing connection last
+/// saw them, with their `seq`.
+///
+/// Other processes may write the same file, so every write transaction starts with
+/// [`RecentIds::catch_up`] under SQLite's write lock: when `PRAGMA data_version` says another
+/// connection committed since, the rows appended since are read (a range of `seq`, usually a
+/// few hundred), ids another writer moved into the index are dropped, and if another writer
+/// deleted rows the set is read again from the table. Changes of this connection's own
+/// transactions are applied only once they have committed; a failed transaction leaves the set
+/// to be read again.
+#[derive(Debug, Default)]
+struct RecentIds {
+    by_id: HashMap<String, i64>,
+    /// `silver_meta` as last seen.
+    indexed_through: i64,
+    deletions: i64,
+    /// `silver_meta.last_seq` as last seen or written.
+    last_seq: i64,
+    /// `PRAGMA data_version` when last caught up.
+    version: i64,
+    /// False until caught up, and after a write transaction that failed: read it all again.
+    trusted: bool,
+    /// Rows at which [`RecentIds::flush`] moves the ids to the index.
+    flush_at: usize,
+}
+
+impl RecentIds {
+    fn new() -> Self {
+        RecentIds {
+            flush_at: ID_FLUSH_ROWS,
+            ..RecentIds::default()
+        }
+    }
+
+    fn catch_up(&mut self, tx: &Connection) -> StoreResult<()> {
+        let version: i64 = tx
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(sql_err)?;
+        if self.trusted && self.version == version {
+            return Ok(());
+        }
+        let (through, last_seq, deletions): (i64, i64, i64) = tx
+            .query_row(
+                "SELECT indexed_through, last_seq, deletions FROM silver_meta WHERE id = 0",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(sql_err)?;
+        // The rows after `from` are read.
+        let from = if !self.trusted || self.deletions != deletions {
+            self.by_id.clear();
+            through
+        } else {
+            if through > self.indexed_through {
+                self.by_id.retain(|_, seq| *seq > through);
+            }
+            self.last_seq.max(through)
+        };
+        self.trusted = false;
+        if last_seq > from {
+            let mut stmt = tx
+                .prepare_cached("SELECT event_id, seq FROM silver_events WHERE seq > ?1")
+                .map_err(sql_err)?;
+            let mut rows = stmt.query([from]).map_err(sql_err)?;
+            while let Some(r) = rows.next().map_err(sql_err)? {
+                self.by_id
+                    .insert(r.get(0).map_err(sql_err)?, r.get(1).map_err(sql_err)?);
+            }
+        }
+        self.last_seq = last_seq;
+        self.indexed_through = through;
+        self.deletions = deletions;
+        self.version = version;
+        self.trusted = true;
+        Ok(())
+    }
+
+    /// The `seq` of the row with this id, if there is one.
+    fn find(&self, tx: &Connection, id: &str) -> StoreResult<Option<i64>> {
+        if let Some(&seq) = self.by_id.get(id) {
+            return Ok(Some(seq));
+        }
+        tx.prepare_cached("SELECT seq FROM silver_ids WHERE event_id = ?1")
+            .map_err(sql_err)?
+            .query_row([id], |r| r.get(0))
+            .optional()
+            .map_err(sql_err)
+    }
+
+    /// Adds the ids kept in memory to `silver_ids` in key order, if there are enough of them.
+    /// Returns the new `indexed_through`, to be applied with [`RecentIds::flushed`] after the
+    /// commit.
+    fn flush(&self, tx: &Connection) -> StoreResult<Option<i64>> {
+        if self.by_id.len() < self.flush_at {
+            return Ok(None);
+        }
+        let mut ids: Vec<(&str, i64)> = self.by_id.iter().map(|(k, &v)| (k.as_str(), v)).collect();
+        ids.sort_unstable();
+        let mut insert = tx
+            .prepare_cached("INSERT INTO silver_ids (event_id, seq) VALUES (?1, ?2)")
+            .map_err(sql_err)?;
+        for (id, seq) in ids {
+            // A duplicate here would be a broken invariant: it fails the transaction.
+            insert.execute(params![id, seq]).map_err(sql_err)?;
+        }
+        tx.execute(
+            "UPDATE silver_meta SET indexed_through = ?1 WHERE id = 0",
+            [self.last_seq],
+        )
+        .map_err(sql_err)?;
+        Ok(Some(self.last_seq))
+    }
+
+    fn flushed(&mut self, through: i64) {
+        self.by_id.clear();
+        self.indexed_through = through;
+    }
+}
+
 /// SQLite adapter for silver, gold, catalog, ledger and the change feed.
 ///
 /// Two connections to the file: one for everything that writes, and one that only reads (an
@@ -207,6 +362,8 @@ fn uint(v: i64) -> StoreResult<u64> {
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    /// Locked after `conn`, by [`SqliteStore::with_ids`] only.
+    ids: Arc<Mutex<RecentIds>>,
 }
 
 impl SqliteStore {
@@ -220,6 +377,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
+            ids: Arc::new(Mutex::new(RecentIds::new())),
         })
     }
 
@@ -248,6 +406,35 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         Self::on(&self.conn, f).await
+    }
+
+    /// Runs `f` with the writing connection and the ids of recent rows, in an immediate
+    /// transaction that `f` commits, after catching up with other writers (see [`RecentIds`]).
+    /// If `f` fails, the ids are read again at the next call.
+    async fn with_ids<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(rusqlite::Transaction<'_>, &mut RecentIds) -> StoreResult<T> + Send + 'static,
+    {
+        let ids = Arc::clone(&self.ids);
+        self.with(move |c| {
+            let mut ids = ids
+                .lock()
+                .map_err(|_| StoreError::Corrupt("the id set lock was poisoned".into()))?;
+            let run = |ids: &mut RecentIds| {
+                let tx = c
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(sql_err)?;
+                ids.catch_up(&tx)?;
+                f(tx, ids)
+            };
+            let out = run(&mut ids);
+            if out.is_err() {
+                ids.trusted = false;
+            }
+            out
+        })
+        .await
     }
 
     /// Runs `f` with the reading connection on the blocking pool.
@@ -411,30 +598,39 @@ impl SqliteStore {
 impl SilverStore for SqliteStore {
     async fn put_new(&self, events: &[SilverEvent]) -> StoreResult<Vec<PutOutcome>> {
         let events = events.to_vec();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(sql_err)?;
-            // Inserted in key order, so that the B-tree is walked once from left to right
-            // instead of at random; the sort is stable, so the first of repeated ids still wins.
-            let mut order: Vec<usize> = (0..events.len()).collect();
-            order.sort_by(|&a, &b| events[a].event_id.cmp(&events[b].event_id));
+        self.with_ids(move |tx, ids| {
+            let flushed = ids.flush(&tx)?;
             let mut out = vec![PutOutcome::Duplicate; events.len()];
             let mut hours = Vec::new();
-            // Ids this call inserted: a repeat of one within the call is a duplicate.
-            let mut inserted = std::collections::HashSet::new();
+            // Rows this call inserted: a repeat of one within the call is a duplicate.
+            let mut added: HashMap<&str, i64> = HashMap::new();
+            let mut seq = ids.last_seq;
             {
                 let mut insert = tx
                     .prepare_cached(&format!(
-                        "INSERT INTO silver_events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                         ON CONFLICT(event_id) DO NOTHING"
+                        "INSERT INTO silver_events (seq, {EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                     ))
                     .map_err(sql_err)?;
                 let mut origin_of = tx
-                    .prepare_cached("SELECT origin FROM silver_events WHERE event_id = ?1")
+                    .prepare_cached("SELECT origin FROM silver_events WHERE seq = ?1")
                     .map_err(sql_err)?;
-                for &i in &order {
-                    let e = &events[i];
-                    let n = insert
+                for (i, e) in events.iter().enumerate() {
+                    if added.contains_key(e.event_id.as_str()) {
+                        continue;
+                    }
+                    if let Some(stored) = ids.find(&tx, &e.event_id)? {
+                        let origin: String = origin_of
+                            .query_row([stored], |r| r.get(0))
+                            .map_err(sql_err)?;
+                        if !e.origin.is_empty() && origin == e.origin {
+                            out[i] = PutOutcome::AlreadyStored;
+                        }
+                        continue;
+                    }
+                    seq += 1;
+                    insert
                         .execute(params![
+                            seq,
                             e.event_id,
                             e.hour(),
                             e.occurred_at_ms,
@@ -449,27 +645,25 @@ impl SilverStore for SqliteStore {
                             e.origin,
                         ])
                         .map_err(sql_err)?;
-                    if n == 1 {
-                        out[i] = PutOutcome::Inserted;
-                        hours.push(e.hour());
-                        inserted.insert(e.event_id.as_str());
-                        continue;
-                    }
-                    if inserted.contains(e.event_id.as_str()) {
-                        continue;
-                    }
-                    let origin: String = origin_of
-                        .query_row([&e.event_id], |r| r.get(0))
-                        .map_err(sql_err)?;
-                    if !e.origin.is_empty() && origin == e.origin {
-                        out[i] = PutOutcome::AlreadyStored;
-                    }
+                    out[i] = PutOutcome::Inserted;
+                    hours.push(e.hour());
+                    added.insert(e.event_id.as_str(), seq);
                 }
+            }
+            if seq > ids.last_seq {
+                tx.execute("UPDATE silver_meta SET last_seq = ?1 WHERE id = 0", [seq])
+                    .map_err(sql_err)?;
             }
             hours.sort_unstable();
             hours.dedup();
             mark_changed(&tx, &hours)?;
             tx.commit().map_err(sql_err)?;
+            if let Some(through) = flushed {
+                ids.flushed(through);
+            }
+            ids.by_id
+                .extend(added.into_iter().map(|(id, seq)| (id.to_owned(), seq)));
+            ids.last_seq = seq;
             Ok(out)
         })
         .await
@@ -515,14 +709,16 @@ impl SilverStore for SqliteStore {
     }
 
     async fn delete(&self, event_ids: &[String]) -> StoreResult<u64> {
-        let ids = event_ids.to_vec();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(sql_err)?;
+        let mut wanted = event_ids.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        self.with_ids(move |tx, ids| {
             let mut hours = Vec::new();
+            let mut gone = Vec::new();
             {
                 let mut del = tx
                     .prepare_cached(
-                        "DELETE FROM silver_events WHERE event_id = ?1 RETURNING hour, viewer, seq",
+                        "DELETE FROM silver_events WHERE seq = ?1 RETURNING hour, viewer",
                     )
                     .map_err(sql_err)?;
                 let mut unindex = tx
@@ -530,31 +726,51 @@ impl SilverStore for SqliteStore {
                         "DELETE FROM silver_viewers WHERE hour = ?1 AND viewer = ?2 AND seq = ?3",
                     )
                     .map_err(sql_err)?;
-                for id in &ids {
-                    let row = del
-                        .query_row([id], |r| {
-                            Ok((
-                                r.get::<_, i64>(0)?,
-                                r.get::<_, Vec<u8>>(1)?,
-                                r.get::<_, i64>(2)?,
-                            ))
+                let mut unid = tx
+                    .prepare_cached("DELETE FROM silver_ids WHERE event_id = ?1")
+                    .map_err(sql_err)?;
+                for id in wanted {
+                    let Some(seq) = ids.find(&tx, &id)? else {
+                        continue;
+                    };
+                    let (hour, viewer) = del
+                        .query_row([seq], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
                         })
                         .optional()
+                        .map_err(sql_err)?
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "the id index names row {seq}, which is gone"
+                            ))
+                        })?;
+                    unindex
+                        .execute(params![hour, viewer, seq])
                         .map_err(sql_err)?;
-                    if let Some((hour, viewer, seq)) = row {
-                        unindex
-                            .execute(params![hour, viewer, seq])
-                            .map_err(sql_err)?;
-                        hours.push(hour);
-                    }
+                    unid.execute([&id]).map_err(sql_err)?;
+                    hours.push(hour);
+                    gone.push(id);
                 }
             }
-            let deleted = hours.len() as u64;
+            if !gone.is_empty() {
+                // Tells other writers that ids they keep in memory may be gone.
+                tx.execute(
+                    "UPDATE silver_meta SET deletions = deletions + 1 WHERE id = 0",
+                    [],
+                )
+                .map_err(sql_err)?;
+            }
             hours.sort_unstable();
             hours.dedup();
             mark_changed(&tx, &hours)?;
             tx.commit().map_err(sql_err)?;
-            Ok(deleted)
+            if !gone.is_empty() {
+                ids.deletions += 1;
+            }
+            for id in &gone {
+                ids.by_id.remove(id);
+            }
+            Ok(gone.len() as u64)
         })
         .await
     }
@@ -926,5 +1142,135 @@ impl LedgerStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The ids kept in memory against a model, with two writers on one file (as two processes
+    //! would be), a flush every few rows, deletions and reopenings in between.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(usize, Vec<(u8, u8)>),
+        Delete(usize, Vec<u8>),
+        Reopen(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..2_usize, prop::collection::vec((0..16_u8, 0..3_u8), 0..6))
+                .prop_map(|(w, es)| Op::Put(w, es)),
+            2 => (0..2_usize, prop::collection::vec(0..16_u8, 0..4)).prop_map(|(w, ids)| Op::Delete(w, ids)),
+            1 => (0..2_usize).prop_map(Op::Reopen),
+        ]
+    }
+
+    fn origin(o: u8) -> String {
+        ["", "file-a#1", "file-b#1"][usize::from(o)].to_owned()
+    }
+
+    fn event(id: u8, o: u8) -> SilverEvent {
+        SilverEvent {
+            event_id: format!("e{id:02}"),
+            occurred_at_ms: 1_700_000_000_000 + i64::from(id) * 600_000,
+            viewer: Pseudonym::from_bytes([id; 32]),
+            content_id: "c1".into(),
+            device: Device::Tv,
+            country: Country::parse("BR").expect("country"),
+            watch_seconds: u32::from(id),
+            bitrate_kbps: None,
+            buffering_ms: None,
+            completed: false,
+            origin: origin(o),
+        }
+    }
+
+    fn open(path: &Path, flush_at: usize) -> SqliteStore {
+        let store = SqliteStore::open(path).expect("open");
+        store.ids.lock().expect("lock").flush_at = flush_at;
+        store
+    }
+
+    /// The table's ids, and whether the index holds exactly the rows up to `indexed_through`.
+    fn check_layout(path: &Path) -> (Vec<String>, bool) {
+        let c = Connection::open(path).expect("db");
+        let ids = c
+            .prepare("SELECT event_id FROM silver_events ORDER BY event_id")
+            .expect("sql")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<Vec<String>, _>>()
+            .expect("ids");
+        let mismatched: i64 = c
+            .query_row(
+                "SELECT (SELECT count(*) FROM silver_events e, silver_meta m
+                             WHERE e.seq <= m.indexed_through
+                               AND NOT EXISTS (SELECT 1 FROM silver_ids i WHERE i.event_id = e.event_id AND i.seq = e.seq))
+                      + (SELECT count(*) FROM silver_ids i, silver_meta m
+                             WHERE i.seq > m.indexed_through
+                                OR NOT EXISTS (SELECT 1 FROM silver_events e WHERE e.seq = i.seq AND e.event_id = i.event_id))",
+                [],
+                |r| r.get(0),
+            )
+            .expect("layout");
+        (ids, mismatched == 0)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn two_writers_deduplicate_like_one_map(ops in prop::collection::vec(op(), 1..40), flush_at in 1..5_usize) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let dir = tempfile::tempdir().expect("tmp");
+            let path = dir.path().join("streamcube.db");
+            let mut stores = [open(&path, flush_at), open(&path, flush_at)];
+            // id -> origin of the stored row
+            let mut model: HashMap<u8, u8> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Put(w, es) => {
+                        let events: Vec<SilverEvent> = es.iter().map(|&(id, o)| event(id, o)).collect();
+                        let got = rt.block_on(stores[w].put_new(&events)).expect("put");
+                        let mut want = Vec::new();
+                        // Ids this call inserted: a repeat of one is a duplicate, whatever its origin.
+                        let mut inserted = std::collections::HashSet::new();
+                        for &(id, o) in &es {
+                            want.push(if inserted.contains(&id) {
+                                PutOutcome::Duplicate
+                            } else if let Some(&stored) = model.get(&id) {
+                                if o != 0 && stored == o { PutOutcome::AlreadyStored } else { PutOutcome::Duplicate }
+                            } else {
+                                model.insert(id, o);
+                                inserted.insert(id);
+                                PutOutcome::Inserted
+                            });
+                        }
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Delete(w, ids) => {
+                        let names: Vec<String> = ids.iter().map(|id| format!("e{id:02}")).collect();
+                        let got = rt.block_on(stores[w].delete(&names)).expect("delete");
+                        let mut distinct = ids.clone();
+                        distinct.sort_unstable();
+                        distinct.dedup();
+                        let want = distinct.iter().filter(|id| model.remove(id).is_some()).count() as u64;
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Reopen(w) => {
+                        stores[w] = open(&path, flush_at);
+                    }
+                }
+                let (ids, consistent) = check_layout(&path);
+                let mut want: Vec<String> = model.keys().map(|id| format!("e{id:02}")).collect();
+                want.sort();
+                prop_assert_eq!(ids, want);
+                prop_assert!(consistent, "silver_ids does not hold exactly the rows up to indexed_through");
+            }
+        }
     }
 }

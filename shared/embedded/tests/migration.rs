@@ -1,7 +1,8 @@
 //! A data directory written by the first silver layout (a table keyed by `event_id` with a
 //! per-row viewer index) opens with its events intact, found by id, hour and viewer, and
 //! deduplicating as before; one written before gold blocks were split by country keeps its cube
-//! readable, whole and by country.
+//! readable, whole and by country; one with a unique index on `event_id` (versions 2 and 3)
+//! gets its ids into the index written in sorted passes, and deduplicates as before.
 
 use chrono::NaiveDate;
 use rusqlite::{Connection, params};
@@ -113,7 +114,7 @@ async fn a_first_layout_store_is_migrated_on_open() {
     let version: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let tables: Vec<String> = c
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .expect("sql")
@@ -171,4 +172,94 @@ async fn unsplit_gold_blocks_stay_readable_after_the_split() {
     let mut split = vec![(8, code("BR")), (8, code("FR"))];
     split.sort();
     assert_eq!(parts, [vec![(7, 0)], split].concat());
+}
+
+/// Version 3's silver tables: a unique index on `event_id`.
+const VERSION_3_SILVER: &str = "
+CREATE TABLE silver_events (
+    seq            INTEGER PRIMARY KEY,
+    event_id       TEXT NOT NULL,
+    hour           INTEGER NOT NULL,
+    occurred_at_ms INTEGER NOT NULL,
+    viewer         BLOB NOT NULL,
+    content_id     TEXT NOT NULL,
+    device         TEXT NOT NULL,
+    country        TEXT NOT NULL,
+    watch_seconds  INTEGER NOT NULL,
+    bitrate_kbps   INTEGER,
+    buffering_ms   INTEGER,
+    completed      INTEGER NOT NULL,
+    origin         TEXT NOT NULL
+);
+CREATE UNIQUE INDEX silver_by_id ON silver_events(event_id);
+CREATE INDEX silver_by_hour ON silver_events(hour);
+CREATE TABLE silver_viewers (
+    hour   INTEGER NOT NULL,
+    viewer BLOB NOT NULL,
+    seq    INTEGER NOT NULL,
+    PRIMARY KEY (hour, viewer, seq)
+) WITHOUT ROWID;
+CREATE TABLE silver_changes (
+    hour    INTEGER PRIMARY KEY,
+    counter INTEGER NOT NULL,
+    acked   INTEGER NOT NULL DEFAULT 0
+);
+PRAGMA user_version = 3;
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_store_moves_its_ids_to_the_sorted_index() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("streamcube.db");
+    {
+        let c = Connection::open(&db).expect("db");
+        c.pragma_update(None, "journal_mode", "WAL").expect("wal");
+        c.execute_batch(VERSION_3_SILVER).expect("version 3");
+        for i in 0..50_i64 {
+            c.execute(
+                "INSERT INTO silver_events VALUES (?1, ?2, ?3, ?4, ?5, 'c1', 'tv', 'BR', 60, 3000, NULL, 1, 'bronze/a.csv#v1:2')",
+                params![i + 1, format!("e{i:04}"), HOUR, HOUR * 3_600_000 + i, &viewer(1)[..]],
+            )
+            .expect("row");
+        }
+    }
+    let backend = EmbeddedBackend::open(dir.path()).expect("the old store opens");
+    let silver = backend.stores().silver;
+    let mut old = silver.hour_events(HOUR).await.expect("hour")[7].clone();
+    assert_eq!(
+        silver.put_new(&[old.clone()]).await.expect("put"),
+        [PutOutcome::AlreadyStored]
+    );
+    old.origin = "other".into();
+    let mut new = old.clone();
+    new.event_id = "e9999".into();
+    assert_eq!(
+        silver.put_new(&[old, new]).await.expect("put"),
+        [PutOutcome::Duplicate, PutOutcome::Inserted]
+    );
+    assert_eq!(silver.delete(&["e0003".into()]).await.expect("delete"), 1);
+    assert_eq!(backend.sqlite().silver_count().await.expect("count"), 50);
+    drop(silver);
+    drop(backend);
+
+    let c = Connection::open(&db).expect("db");
+    let indexes: Vec<String> = c
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'silver_events'",
+        )
+        .expect("sql")
+        .query_map([], |r| r.get(0))
+        .expect("indexes")
+        .collect::<Result<_, _>>()
+        .expect("names");
+    assert_eq!(indexes, ["silver_by_hour"]);
+    // The 49 rows left of the old ones are indexed; the new one is after `indexed_through`.
+    let (indexed, through): (i64, i64) = c
+        .query_row(
+            "SELECT (SELECT count(*) FROM silver_ids), indexed_through FROM silver_meta",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("index");
+    assert_eq!((indexed, through), (49, 50));
 }
