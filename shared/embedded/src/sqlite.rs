@@ -312,17 +312,19 @@ impl RecentIds {
         Ok(())
     }
 
-    /// The `seq` of the row with this id, if there is one.
-    fn find(&self, tx: &Connection, id: &str) -> StoreResult<Option<i64>> {
+    /// The `seq` of the row with this id, if there is one; `indexed` is
+    /// [`RecentIds::INDEXED`], prepared by the caller.
+    fn find(&self, indexed: &mut rusqlite::Statement<'_>, id: &str) -> StoreResult<Option<i64>> {
         if let Some(&seq) = self.by_id.get(id) {
             return Ok(Some(seq));
         }
-        tx.prepare_cached("SELECT seq FROM silver_ids WHERE event_id = ?1")
-            .map_err(sql_err)?
+        indexed
             .query_row([id], |r| r.get(0))
             .optional()
             .map_err(sql_err)
     }
+
+    const INDEXED: &str = "SELECT seq FROM silver_ids WHERE event_id = ?1";
 
     /// Adds the ids kept in memory to `silver_ids` in key order, if there are enough of them.
     /// Returns the new `indexed_through`, to be applied with [`RecentIds::flushed`] after the
@@ -616,11 +618,17 @@ impl SilverStore for SqliteStore {
                 let mut origin_of = tx
                     .prepare_cached("SELECT origin FROM silver_events WHERE seq = ?1")
                     .map_err(sql_err)?;
-                for (i, e) in events.iter().enumerate() {
+                let mut indexed = tx.prepare_cached(RecentIds::INDEXED).map_err(sql_err)?;
+                // In id order, so that the lookups walk the index from left to right instead of
+                // at random; the sort is stable, so the first of repeated ids still wins.
+                let mut order: Vec<usize> = (0..events.len()).collect();
+                order.sort_by(|&a, &b| events[a].event_id.cmp(&events[b].event_id));
+                for i in order {
+                    let e = &events[i];
                     if added.contains_key(e.event_id.as_str()) {
                         continue;
                     }
-                    if let Some(stored) = ids.find(&tx, &e.event_id)? {
+                    if let Some(stored) = ids.find(&mut indexed, &e.event_id)? {
                         let origin: String = origin_of
                             .query_row([stored], |r| r.get(0))
                             .map_err(sql_err)?;
@@ -731,8 +739,9 @@ impl SilverStore for SqliteStore {
                 let mut unid = tx
                     .prepare_cached("DELETE FROM silver_ids WHERE event_id = ?1")
                     .map_err(sql_err)?;
+                let mut indexed = tx.prepare_cached(RecentIds::INDEXED).map_err(sql_err)?;
                 for id in wanted {
-                    let Some(seq) = ids.find(&tx, &id)? else {
+                    let Some(seq) = ids.find(&mut indexed, &id)? else {
                         continue;
                     };
                     let (hour, viewer) = del
