@@ -51,6 +51,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Write deterministic sample data (events and catalog CSV).
     Generate(batch::GenerateArgs),
+    /// Create the AWS backend's DynamoDB tables where missing, with the template's keys, indexes,
+    /// stream and TTL: for a local AWS emulator (a deployed stack has them from `template.yaml`).
+    #[cfg(feature = "aws")]
+    Provision,
 }
 
 fn init_logs() {
@@ -95,6 +99,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (p, _) = s.open().await?;
             serve::serve(p, args).await
         }
+        #[cfg(feature = "aws")]
+        Command::Provision => setup::provision().await,
     }
 }
 

@@ -248,3 +248,16 @@ pub fn must_exist(path: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Creates the AWS backend's tables (named by the `STREAMCUBE_*_TABLE` variables) where missing.
+#[cfg(feature = "aws")]
+pub async fn provision() -> anyhow::Result<()> {
+    let names = streamcube_aws::AwsNames::from_env(&|k| std::env::var(k).ok())?;
+    let aws = streamcube_aws::AwsBackend::connect(names).await;
+    streamcube_aws::provision::create_tables(&aws.dynamo, &aws.names).await?;
+    println!(
+        "tables ready: {}, {}, {}",
+        aws.names.silver_table, aws.names.cube_table, aws.names.catalog_table
+    );
+    Ok(())
+}
