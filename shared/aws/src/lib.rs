@@ -20,9 +20,10 @@ pub mod secret;
 pub mod silver;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use streamcube_pipeline::Stores;
 
 /// Why the AWS backend cannot start.
@@ -84,10 +85,37 @@ impl AwsNames {
     }
 }
 
+/// How the S3 client times out and retries.
+///
+/// A bronze object is read as one stream for as long as its rows take to validate and write:
+/// minutes for a large file, the stream waiting whenever silver's writes are behind. A deadline
+/// on the whole request (the S3 client's default, 30 s) cuts such a stream, and its resumptions,
+/// counted from the first request, stop after 3 minutes: a file that takes longer failed on every
+/// delivery. So only a stall times out (no byte for `read` while the reader waits for one), and a
+/// broken stream resumes from its offset (a new, freshly signed request) for `retry_window`, as
+/// long as a function may run. Other requests still give up after 10 retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct S3Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub retry_window: Duration,
+}
+
+impl Default for S3Timeouts {
+    fn default() -> Self {
+        S3Timeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(30),
+            retry_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
 /// The SDK clients of one process, and the resource names.
 #[derive(Clone, Debug)]
 pub struct AwsBackend {
     pub names: AwsNames,
+    pub s3_timeouts: S3Timeouts,
     pub dynamo: aws_sdk_dynamodb::Client,
     pub glue: aws_sdk_glue::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
@@ -100,6 +128,7 @@ impl AwsBackend {
         let sdk_config = aws_config::load_from_env().await;
         AwsBackend {
             names,
+            s3_timeouts: S3Timeouts::default(),
             dynamo: aws_sdk_dynamodb::Client::new(&sdk_config),
             glue: aws_sdk_glue::Client::new(&sdk_config),
             secrets: aws_sdk_secretsmanager::Client::new(&sdk_config),
@@ -110,7 +139,19 @@ impl AwsBackend {
     /// An S3 bucket as an object store. Region, credentials and `AWS_ENDPOINT_URL` come from the
     /// environment, as for the SDK clients.
     pub fn bucket(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, AwsError> {
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let t = self.s3_timeouts;
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout_disabled()
+                    .with_connect_timeout(t.connect)
+                    .with_read_timeout(t.read),
+            )
+            .with_retry(RetryConfig {
+                retry_timeout: t.retry_window,
+                ..RetryConfig::default()
+            });
         if let Some(region) = self.sdk_config.region() {
             builder = builder.with_region(region.as_ref());
         }
