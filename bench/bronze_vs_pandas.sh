@@ -53,8 +53,6 @@ PANDAS_VERSION="2.3.3"
 NUMPY_VERSION="2.3.5"
 JOB="$HERE/bronze_pandas.py"
 SUMMARY="$OUT/bronze-summary.jsonl"
-# One bad row per this many rows.
-BAD_EVERY=1000
 # Starts in the past: both tools reject events more than 5 minutes in the future (by the wall
 # clock).
 START_BASE="2026-11-01"
@@ -89,30 +87,6 @@ unset STREAMCUBE_BACKEND STREAMCUBE_DATA_DIR STREAMCUBE_PSEUDONYM_KEYRING \
     STREAMCUBE_PSEUDONYM_KEY_ID STREAMCUBE_SERVED_COUNTRIES STREAMCUBE_CUBOIDS
 STREAMCUBE_PSEUDONYM_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 export STREAMCUBE_PSEUDONYM_KEY
-
-# label ROWS: 1000000 -> 1m, 100000 -> 100k.
-label() {
-    local n="$1"
-    if ((n % 1000000 == 0)); then
-        echo "$((n / 1000000))m"
-    elif ((n % 1000 == 0)); then
-        echo "$((n / 1000))k"
-    else
-        echo "$n"
-    fi
-}
-
-# bronze_data DIR ROWS DAYS START GZIP: DIR/events.csv (or events.csv.gz with GZIP=1) of ROWS
-# rows, every BAD_EVERY-th of them bad. Sets EVENTS_FILE.
-bronze_data() {
-    local dir="$1" rows="$2" days="$3" start="$4" gz="$5"
-    local bad=$((rows / BAD_EVERY))
-    generate "$dir" events=$((rows - bad)) bad_rows="$bad" days="$days" start="$start" \
-        seed="$SEED" gzip="$gz"
-    file_sizes "$EVENTS_FILE"
-    warn_if_future "$start" "$days" "the events after now are rejected as being in the future" \
-        "(by both tools, so the comparison holds, but the accepted counts shrink)."
-}
 
 setup() {
     venv_with "pandas==$PANDAS_VERSION" "numpy==$NUMPY_VERSION"
@@ -174,14 +148,14 @@ main() {
     rm -f "$SUMMARY"
 
     local base big
-    base="$(label "$ROWS")"
+    base="$(rows_label "$ROWS")"
     bronze_data "$OUT/data-bronze-$base" "$ROWS" "$DAYS_BASE" "$START_BASE" 0
     run_set "$base csv" "$EVENTS_FILE" "$ROWS"
     bronze_data "$OUT/data-bronze-$base-gz" "$ROWS" "$DAYS_BASE" "$START_BASE" 1
     run_set "$base csv.gz" "$EVENTS_FILE" "$ROWS"
 
     if [[ "$BIG" == 1 ]]; then
-        big="$(label "$ROWS_BIG")-${DAYS_BIG}d"
+        big="$(rows_label "$ROWS_BIG")-${DAYS_BIG}d"
         bronze_data "$OUT/data-bronze-$big" "$ROWS_BIG" "$DAYS_BIG" "$START_BIG" 0
         run_set "$big csv" "$EVENTS_FILE" "$ROWS_BIG" "$base csv"
         bronze_data "$OUT/data-bronze-$big-gz" "$ROWS_BIG" "$DAYS_BIG" "$START_BIG" 1

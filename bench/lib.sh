@@ -11,13 +11,15 @@
 #   rel PATH                      PATH relative to the repository
 #   tee_output FILE CMD...        runs CMD, its output shown and copied to $OUT/FILE
 #   venv_with PKG==VERSION...     creates or completes the benchmarks' venv with these pins
-#   release_bin SKIP_BUILD        sets BIN and BIN_SHA: the release streamcube binary
+#   release_bin SKIP_BUILD [FEATURES]  sets BIN and BIN_SHA: the release streamcube binary
 #   machine_and_versions TOOLS    prints the machine, TOOLS and streamcube's version
 #   py_versions [PKG...]          "python X, PKG V, ...", as $PY sees them
 #   measure LABEL JSON CMD...     runs CMD, prints and records its wall time and peak RSS
 #   generate DIR KEY=VALUE...     `streamcube generate`, unless DIR holds the same generation
 #   is_complete DIR PARAMS FILE...  whether DIR holds FILE... of a finished run with PARAMS
 #   file_sizes FILE...            prints each file's size in MiB
+#   rows_label N                  1000000 -> 1m, 100000 -> 100k (names of data sets)
+#   bronze_data DIR ROWS DAYS START GZIP  the bronze benchmarks' generated events
 #   warn_if_future START DAYS TEXT...  a warning when the data reaches past today
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,6 +31,8 @@ PY="$VENV/bin/python"
 # `measure` lives in cube_vs_duckdb.py.
 MEASURE="$HERE/cube_vs_duckdb.py"
 SEED=42
+# The bronze benchmarks' data sets have one bad row per this many rows.
+BAD_EVERY=1000
 # One pinned DuckDB for every benchmark that compares with it.
 DUCKDB_VERSION="1.5.6"
 
@@ -74,16 +78,18 @@ sys.exit(any(version(n) != v for n, v in (a.split("==", 1) for a in sys.argv[1:]
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "$@"
 }
 
-# release_bin SKIP_BUILD: BIN is $STREAMCUBE_BIN when set; otherwise streamcube is built in
-# release (unless SKIP_BUILD is 1) and BIN is the one in cargo's target directory. BIN_SHA is
-# the start of the binary's sha256.
+# release_bin SKIP_BUILD [FEATURES]: BIN is $STREAMCUBE_BIN when set; otherwise streamcube is
+# built in release with FEATURES (unless SKIP_BUILD is 1) and BIN is the one in cargo's target
+# directory. BIN_SHA is the start of the binary's sha256.
 release_bin() {
     if [[ -n "${STREAMCUBE_BIN:-}" ]]; then
         BIN="$STREAMCUBE_BIN"
     else
         if [[ "$1" != 1 ]]; then
-            step "cargo build --release --locked --bin streamcube"
-            (cd "$ROOT" && cargo build --release --locked --bin streamcube)
+            local features=()
+            if [[ -n "${2:-}" ]]; then features=(--features "$2"); fi
+            step "cargo build --release --locked --bin streamcube ${features[*]}"
+            (cd "$ROOT" && cargo build --release --locked --bin streamcube "${features[@]}")
         fi
         local target_dir
         target_dir="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
@@ -175,4 +181,27 @@ warn_if_future() {
     if [[ "$end" > "$today" ]]; then
         echo "  WARNING: the data runs until $end but today is $today: ${*:3}"
     fi
+}
+
+rows_label() {
+    local n="$1"
+    if ((n % 1000000 == 0)); then
+        echo "$((n / 1000000))m"
+    elif ((n % 1000 == 0)); then
+        echo "$((n / 1000))k"
+    else
+        echo "$n"
+    fi
+}
+
+# bronze_data DIR ROWS DAYS START GZIP: DIR/events.csv (or events.csv.gz with GZIP=1) of ROWS
+# rows from START over DAYS days, every BAD_EVERY-th of them bad. Sets EVENTS_FILE.
+bronze_data() {
+    local dir="$1" rows="$2" days="$3" start="$4" gz="$5"
+    local bad=$((rows / BAD_EVERY))
+    generate "$dir" events=$((rows - bad)) bad_rows="$bad" days="$days" start="$start" \
+        seed="$SEED" gzip="$gz"
+    file_sizes "$EVENTS_FILE"
+    warn_if_future "$start" "$days" "the events after now are rejected as being in the future" \
+        "(by every tool run on them, so comparisons hold, but the accepted counts shrink)."
 }

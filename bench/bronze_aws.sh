@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# bronze_aws.sh — bronze processing through the AWS adapters, on the local AWS emulator:
+# `streamcube --backend aws ingest FILE` (the bronze-processor's code path: the file is put in
+# the bronze bucket, read back from S3 as a stream, validated, pseudonymized, deduplicated
+# against silver with BatchGetItem and written with BatchWriteItem, its report and quarantine
+# put in the lake bucket), next to `streamcube ingest FILE` on the embedded backend, in the
+# same run.
+#
+# What it measures, on the same generated files as bench/bronze_vs_pandas.sh (seed 42: 0.5%
+# duplicates, 0.1% bad rows), plain CSV and gzip:
+#   * wall time, rows/s, peak RSS and own (anonymous) memory of each streamcube run, and the
+#     CPU seconds the emulator (moto_server, a Python process) spent serving the AWS run: on
+#     this machine the emulator, not streamcube, sets the pace, so the AWS figures are a floor
+#     for the adapters, not what DynamoDB and S3 would give;
+#   * with --rows-small N, also a smaller file first, to show that peak memory does not grow
+#     with the file (files are streamed, writes bounded);
+#   * correctness, for every data set: the AWS run's report (read back from the lake bucket)
+#     has the embedded run's counts (rows, accepted, duplicates, rejected, per reason), and the
+#     silver table holds exactly `accepted` items.
+# The exit status is non-zero when correctness fails (never for speed or memory).
+#
+# Usage:  bench/bronze_aws.sh [--rows N] [--rows-small N] [--runs N] [--skip-build]
+#   --rows N        rows of the data sets (default 1,000,000)
+#   --rows-small N  also data sets of N rows, run first (default 100,000; 0: none)
+#   --runs N        timed runs per backend and data set, best wall time reported (default 1)
+#   --skip-build    use the streamcube binary already built in release with `--features aws`
+# Environment: STREAMCUBE_BIN=/path/to/streamcube uses that binary (built with the aws
+# feature) instead of building one; CARGO_TARGET_DIR applies to the build as usual.
+#
+# Needs python3 (with venv) and cargo. scripts/emulator.sh installs moto into .venv-emulator/
+# (first run only), starts it on 127.0.0.1 and stops it at the end; each run uses its own
+# tables, deleted after its check. Generated data is shared with bronze_vs_pandas.sh
+# (bench/out/data-bronze-*/); results go to bench/out/results-bronze-aws/ and
+# bench/out/bronze-aws-last-run.txt is a copy of the output.
+
+set -euo pipefail
+shopt -s inherit_errexit
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+HELPER="$HERE/bronze_aws.py"
+RES="$OUT/results-bronze-aws"
+SUMMARY="$RES/summary.jsonl"
+# The same data sets as bronze_vs_pandas.sh: 7 days from a past day.
+START="2026-11-01"
+DAYS=7
+
+ROWS=1000000
+ROWS_SMALL=100000
+RUNS=1
+SKIP_BUILD=0
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --rows) ROWS="${2:?--rows needs a number}"; shift ;;
+        --rows-small) ROWS_SMALL="${2:?--rows-small needs a number}"; shift ;;
+        --runs) RUNS="${2:?--runs needs a number}"; shift ;;
+        --skip-build) SKIP_BUILD=1 ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage_error "unknown option: $1 (see --help)" ;;
+    esac
+    shift
+done
+positive_int --rows "$ROWS"
+positive_int --runs "$RUNS"
+[[ "$ROWS_SMALL" == 0 ]] || positive_int --rows-small "$ROWS_SMALL"
+((ROWS >= BAD_EVERY)) || usage_error "--rows must be at least $BAD_EVERY"
+((ROWS_SMALL == 0 || ROWS_SMALL >= BAD_EVERY)) ||
+    usage_error "--rows-small must be 0 or at least $BAD_EVERY"
+
+unset STREAMCUBE_BACKEND STREAMCUBE_DATA_DIR STREAMCUBE_PSEUDONYM_KEYRING \
+    STREAMCUBE_PSEUDONYM_KEY_ID STREAMCUBE_SERVED_COUNTRIES STREAMCUBE_CUBOIDS \
+    STREAMCUBE_PSEUDONYM_SECRET_ARN STREAMCUBE_RETENTION_DAYS
+STREAMCUBE_PSEUDONYM_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+export STREAMCUBE_PSEUDONYM_KEY
+
+# cpu_of PID: user + system CPU seconds of a running process.
+cpu_of() {
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+# run_set LABEL FILE ROWS: both backends on FILE, then the check of the last AWS run.
+run_set() {
+    local label="$1" file="$2" rows="$3" name tag i res
+    name="$(basename "$file")"
+    tag="${label//[^a-z0-9]/-}"
+    res="$RES/$tag"
+    rm -rf "$res"
+    mkdir -p "$res"
+    cat "$file" >/dev/null # warm the page cache for both runs
+    step "$label: $(printf "%'d" "$rows") rows, $RUNS run(s) per backend"
+    local aws_runs=() emb_runs=() emu_before emu_after emu_cpu=0 tables
+    for ((i = 1; i <= RUNS; i++)); do
+        rm -rf "$res/embedded-data"
+        measure "embedded (run $i)" "$res/embedded-run$i.json" \
+            "$BIN" --data-dir "$res/embedded-data" ingest "$file" >"$res/embedded-run$i.log" ||
+            { cat "$res/embedded-run$i.log"; return 1; }
+        emb_runs+=("$res/embedded-run$i.json")
+
+        export STREAMCUBE_SILVER_TABLE="bench-silver-$tag-$i"
+        export STREAMCUBE_CUBE_TABLE="bench-cube-$tag-$i"
+        export STREAMCUBE_CATALOG_TABLE="bench-catalog-$tag-$i"
+        tables=("$STREAMCUBE_SILVER_TABLE" "$STREAMCUBE_CUBE_TABLE" "$STREAMCUBE_CATALOG_TABLE")
+        "$BIN" provision >/dev/null
+        # shellcheck disable=SC2154 # moto_pid: the emulator's process, set by scripts/emulator.sh
+        emu_before="$(cpu_of "$moto_pid")"
+        measure "AWS adapters on the emulator (run $i)" "$res/aws-run$i.json" \
+            "$BIN" --backend aws --data-dir "$res/aws-unused" ingest "$file" \
+            >"$res/aws-run$i.log" || { cat "$res/aws-run$i.log"; return 1; }
+        emu_after="$(cpu_of "$moto_pid")"
+        emu_cpu="$(awk -v a="$emu_before" -v b="$emu_after" 'BEGIN { printf "%.2f", b - a }')"
+        echo "    emulator CPU during the AWS run: $emu_cpu s"
+        aws_runs+=("$res/aws-run$i.json")
+        if ((i == RUNS)); then
+            step "$label: correctness (AWS run $i against the embedded run)"
+            "$PY" "$HELPER" check --embedded-report "$res/embedded-data/lake/reports/events/$name.json" \
+                --lake-bucket "$STREAMCUBE_LAKE_BUCKET" --report-key "reports/events/$name.json" \
+                --silver-table "$STREAMCUBE_SILVER_TABLE" --json "$res/check.json" ||
+                CHECK_STATUS=1
+        fi
+        "$PY" "$HELPER" drop "${tables[@]}"
+    done
+    echo "{\"cpu_seconds\": $emu_cpu}" >"$res/emulator-cpu.json"
+    "$PY" "$HELPER" summary --label "$label" --rows "$rows" --aws "${aws_runs[@]}" \
+        --embedded "${emb_runs[@]}" --emulator-cpu "$res/emulator-cpu.json" --append "$SUMMARY"
+}
+
+main() {
+    release_bin "$SKIP_BUILD" aws
+    step "starting the AWS emulator"
+    # shellcheck source=scripts/emulator.sh
+    source "$ROOT/scripts/emulator.sh"
+    export STREAMCUBE_BRONZE_BUCKET="$STREAMCUBE_TEST_BRONZE_BUCKET"
+    export STREAMCUBE_LAKE_BUCKET="$STREAMCUBE_TEST_LAKE_BUCKET"
+    export STREAMCUBE_GLUE_DATABASE=bench STREAMCUBE_GLUE_TABLE=cube
+    # The helpers run with the emulator's venv (boto3; `measure` needs only the standard library).
+    PY="$ROOT/.venv-emulator/bin/python"
+    machine_and_versions "$(py_versions moto boto3) (the emulator)"
+
+    CHECK_STATUS=0
+    rm -rf "$RES"
+    mkdir -p "$RES"
+    local sizes=("$ROWS") rows name
+    if ((ROWS_SMALL > 0)); then sizes=("$ROWS_SMALL" "$ROWS"); fi
+    for rows in "${sizes[@]}"; do
+        name="$(rows_label "$rows")"
+        bronze_data "$OUT/data-bronze-$name" "$rows" "$DAYS" "$START" 0
+        run_set "$name csv" "$EVENTS_FILE" "$rows"
+        bronze_data "$OUT/data-bronze-$name-gz" "$rows" "$DAYS" "$START" 1
+        run_set "$name csv.gz" "$EVENTS_FILE" "$rows"
+    done
+
+    step "throughput and peak memory"
+    "$PY" "$HELPER" table --summary "$SUMMARY"
+    if [[ "$CHECK_STATUS" != 0 ]]; then
+        step "FAILED: the AWS run's results differ from the embedded run's (see above)"
+    else
+        step "done: correctness passed (speed and memory are informational)"
+    fi
+    return "$CHECK_STATUS"
+}
+
+tee_output bronze-aws-last-run.txt main
