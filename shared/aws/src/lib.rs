@@ -85,19 +85,15 @@ impl AwsNames {
     }
 }
 
-/// How the S3 client times out and retries.
-///
-/// A bronze object is read as one stream for as long as its rows take to validate and write:
-/// minutes for a large file, the stream waiting whenever silver's writes are behind. A deadline
-/// on the whole request (the S3 client's default, 30 s) cuts such a stream, and its resumptions,
-/// counted from the first request, stop after 3 minutes: a file that takes longer failed on every
-/// delivery. So only a stall times out (no byte for `read` while the reader waits for one), and a
-/// broken stream resumes from its offset (a new, freshly signed request) for `retry_window`, as
-/// long as a function may run. Other requests still give up after 10 retries.
+/// How long an S3 request may take: `connect` to get a connection, `request` for the whole
+/// request, body included; a failed request is retried (a broken body resumed from its offset)
+/// until `retry_window` after it started. These are the S3 client's defaults (5 s, 30 s, 3 min).
+/// Bronze objects are read in ranges fetched whole
+/// ([`streamcube_pipeline::bronze::object_bytes`]), so a reader slower than `request` is fine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct S3Timeouts {
     pub connect: Duration,
-    pub read: Duration,
+    pub request: Duration,
     pub retry_window: Duration,
 }
 
@@ -105,8 +101,8 @@ impl Default for S3Timeouts {
     fn default() -> Self {
         S3Timeouts {
             connect: Duration::from_secs(5),
-            read: Duration::from_secs(30),
-            retry_window: Duration::from_secs(15 * 60),
+            request: Duration::from_secs(30),
+            retry_window: Duration::from_secs(3 * 60),
         }
     }
 }
@@ -144,9 +140,8 @@ impl AwsBackend {
             .with_bucket_name(bucket)
             .with_client_options(
                 ClientOptions::new()
-                    .with_timeout_disabled()
                     .with_connect_timeout(t.connect)
-                    .with_read_timeout(t.read),
+                    .with_timeout(t.request),
             )
             .with_retry(RetryConfig {
                 retry_timeout: t.retry_window,

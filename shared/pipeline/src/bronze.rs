@@ -25,10 +25,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use streamcube_model::catalog::read_catalog;
 use streamcube_model::event::{Field, FieldError, Reason, SilverEvent, Validator};
@@ -39,6 +40,49 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::ports::{PutOutcome, SilverStore, StoreError};
 use crate::{Pipeline, PipelineError};
+
+/// Bytes of a bronze object fetched by one request.
+pub const READ_RANGE_BYTES: u64 = 8 << 20;
+
+/// The bytes of an object of `size` bytes, read as consecutive ranges of `range_bytes` (the
+/// pipeline reads [`READ_RANGE_BYTES`]), each fetched whole by a task of its own (the next one while the reader works through the
+/// current one), all with `if_match: e_tag`.
+///
+/// A bronze object is consumed as fast as its rows are validated and written, for minutes on a
+/// large file. Read as one response, the body waits on the reader, and the S3 client's deadline
+/// per request (or per read) cuts it: a file slower than that failed on every delivery. Ranges
+/// finish at network speed whatever the reader does, and at most three are held at once.
+pub fn object_bytes(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+    e_tag: Option<String>,
+    range_bytes: u64,
+) -> impl futures::Stream<Item = Result<Bytes, object_store::Error>> + Send + Unpin + 'static {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut start = 0;
+        while start < size {
+            let end = size.min(start + range_bytes.max(1));
+            let options = GetOptions {
+                if_match: e_tag.clone(),
+                range: Some(GetRange::Bounded(start..end)),
+                ..GetOptions::default()
+            };
+            let got = match store.get_opts(&path, options).await {
+                Ok(get) => get.bytes().await,
+                Err(e) => Err(e),
+            };
+            let failed = got.is_err();
+            // A dropped reader stops the reads.
+            if tx.send(got).await.is_err() || failed {
+                return;
+            }
+            start = end;
+        }
+    });
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
 
 /// What a bronze object holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,9 +484,10 @@ impl Pipeline {
         let store = Arc::clone(&self.stores.bronze);
         let path = path.clone();
         async move {
-            let get = store.get(&path).await?;
+            let meta = store.head(&path).await?;
             Ok(StreamReader::new(
-                get.into_stream().map_err(std::io::Error::other),
+                object_bytes(store, path, meta.size, meta.e_tag, READ_RANGE_BYTES)
+                    .map_err(std::io::Error::other),
             ))
         }
     }
@@ -492,20 +537,23 @@ impl Pipeline {
         let changed = || PipelineError::ObjectChanged {
             key: key.to_owned(),
         };
-        // A resume reads the very bytes the first part read.
-        let options = GetOptions {
-            if_match: resume.and_then(|c| c.e_tag.clone()),
-            ..GetOptions::default()
-        };
-        let get = match self.stores.bronze.get_opts(path, options).await {
-            Ok(get) => get,
-            Err(object_store::Error::Precondition { .. }) => return Err(changed()),
-            Err(e) => return Err(e.into()),
-        };
-        let e_tag = resume
-            .and_then(|c| c.e_tag.clone())
-            .or_else(|| get.meta.e_tag.clone());
-        let stream = StreamReader::new(get.into_stream().map_err(std::io::Error::other));
+        let meta = self.stores.bronze.head(path).await?;
+        // A resume reads the very bytes the first part read (every range is fetched `if_match`).
+        let resumed_tag = resume.and_then(|c| c.e_tag.clone());
+        if resumed_tag.is_some() && resumed_tag != meta.e_tag {
+            return Err(changed());
+        }
+        let e_tag = resumed_tag.or_else(|| meta.e_tag.clone());
+        let stream = StreamReader::new(
+            object_bytes(
+                Arc::clone(&self.stores.bronze),
+                path.clone(),
+                meta.size,
+                e_tag.clone(),
+                READ_RANGE_BYTES,
+            )
+            .map_err(std::io::Error::other),
+        );
         let (skip_to_line, skip_rows) = resume.map_or((0, 0), |c| (c.line, c.counts.rows));
 
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(2 * self.config.write_concurrency);
