@@ -45,8 +45,8 @@ use crate::{Pipeline, PipelineError};
 pub const READ_RANGE_BYTES: u64 = 8 << 20;
 
 /// The bytes of an object of `size` bytes, read as consecutive ranges of `range_bytes` (the
-/// pipeline reads [`READ_RANGE_BYTES`]), each fetched whole by a task of its own (the next one while the reader works through the
-/// current one), all with `if_match: e_tag`.
+/// pipeline reads [`READ_RANGE_BYTES`]), each fetched whole by a task of its own (the next one
+/// while the reader works through the current one), all with `if_match: e_tag`.
 ///
 /// A bronze object is consumed as fast as its rows are validated and written, for minutes on a
 /// large file. Read as one response, the body waits on the reader, and the S3 client's deadline
@@ -543,7 +543,7 @@ impl Pipeline {
         if resumed_tag.is_some() && resumed_tag != meta.e_tag {
             return Err(changed());
         }
-        let e_tag = resumed_tag.or_else(|| meta.e_tag.clone());
+        let e_tag = meta.e_tag.clone();
         let stream = StreamReader::new(
             object_bytes(
                 Arc::clone(&self.stores.bronze),
