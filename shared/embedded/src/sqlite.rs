@@ -825,9 +825,9 @@ impl ChangeFeed for SqliteStore {
         .await
     }
 
-    /// Also indexes the hour's rows by viewer, in the same transaction (see [`SCHEMA`]): one
-    /// sorted pass per consolidated hour instead of a random index write per inserted event.
-    /// Rows indexed before are skipped.
+    /// Also indexes the hour's rows by viewer that are not indexed yet, in the same transaction
+    /// (see [`SCHEMA`]): one sorted pass per consolidated hour instead of a random index write
+    /// per inserted event.
     async fn ack(&self, hour: i64, seen: u64) -> StoreResult<()> {
         let seen = int(seen)?;
         self.with(move |c| {
@@ -837,37 +837,7 @@ impl ChangeFeed for SqliteStore {
             let tx = c
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(sql_err)?;
-            // The hour's part of the viewer index, sorted here and appended in key order:
-            // SQLite's own sorter would copy every row through a temporary b-tree first.
-            let mut rows: Vec<([u8; 32], i64)> = Vec::new();
-            {
-                let mut read = tx
-                    .prepare_cached("SELECT viewer, seq FROM silver_events WHERE hour = ?1")
-                    .map_err(sql_err)?;
-                let mut found = read.query([hour]).map_err(sql_err)?;
-                while let Some(r) = found.next().map_err(sql_err)? {
-                    let viewer = r.get_ref(0).map_err(sql_err)?.as_blob().map_err(|e| {
-                        StoreError::Corrupt(format!("viewer pseudonym: {e}"))
-                    })?;
-                    let viewer: [u8; 32] = viewer.try_into().map_err(|_| {
-                        StoreError::Corrupt("viewer pseudonym is not 32 bytes".into())
-                    })?;
-                    rows.push((viewer, r.get(1).map_err(sql_err)?));
-                }
-            }
-            rows.sort_unstable();
-            {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO silver_viewers (hour, viewer, seq) VALUES (?1, ?2, ?3)",
-                    )
-                    .map_err(sql_err)?;
-                for (viewer, seq) in &rows {
-                    insert
-                        .execute(params![hour, &viewer[..], seq])
-                        .map_err(sql_err)?;
-                }
-            }
+            index_hour_viewers(&tx, hour)?;
             tx.execute(
                 "UPDATE silver_changes SET acked = max(acked, ?2) WHERE hour = ?1",
                 params![hour, seen],
@@ -877,6 +847,48 @@ impl ChangeFeed for SqliteStore {
         })
         .await
     }
+}
+
+/// Appends the rows of `hour` that the viewer index lacks to it. Every pass indexes all of the
+/// hour's rows after the highest `seq` the hour has in the index, and `seq` only grows, so the
+/// rows up to that `seq` are indexed already: a pass reads only what arrived since the last one.
+/// The rows are sorted here and appended in key order (SQLite's own sorter would copy every row
+/// through a temporary b-tree first).
+fn index_hour_viewers(tx: &rusqlite::Transaction<'_>, hour: i64) -> StoreResult<()> {
+    let indexed: i64 = tx
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM silver_viewers WHERE hour = ?1")
+        .and_then(|mut s| s.query_row([hour], |r| r.get(0)))
+        .map_err(sql_err)?;
+    let mut rows: Vec<([u8; 32], i64)> = Vec::new();
+    {
+        let mut read = tx
+            .prepare_cached("SELECT viewer, seq FROM silver_events WHERE hour = ?1 AND seq > ?2")
+            .map_err(sql_err)?;
+        let mut found = read.query([hour, indexed]).map_err(sql_err)?;
+        while let Some(r) = found.next().map_err(sql_err)? {
+            let viewer = r
+                .get_ref(0)
+                .map_err(sql_err)?
+                .as_blob()
+                .map_err(|e| StoreError::Corrupt(format!("viewer pseudonym: {e}")))?;
+            let viewer: [u8; 32] = viewer
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("viewer pseudonym is not 32 bytes".into()))?;
+            rows.push((viewer, r.get(1).map_err(sql_err)?));
+        }
+    }
+    rows.sort_unstable();
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO silver_viewers (hour, viewer, seq) VALUES (?1, ?2, ?3)",
+        )
+        .map_err(sql_err)?;
+    for (viewer, seq) in &rows {
+        insert
+            .execute(params![hour, &viewer[..], seq])
+            .map_err(sql_err)?;
+    }
+    Ok(())
 }
 
 fn day_key(d: NaiveDate) -> String {
@@ -1282,6 +1294,110 @@ mod tests {
                 prop_assert_eq!(ids, want);
                 prop_assert!(consistent, "silver_ids does not hold exactly the rows up to indexed_through");
             }
+        }
+
+        /// The viewer index, written in passes that read only the rows after the hour's highest
+        /// indexed `seq`, stays exact through inserts, deletions and acknowledgements in any
+        /// order: an acknowledged hour's index rows are its table rows, and a viewer's events are
+        /// found whether their hour is pending or not.
+        #[test]
+        fn viewer_index_follows_inserts_deletions_and_acks(ops in prop::collection::vec(viewer_op(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let dir = tempfile::tempdir().expect("tmp");
+            let path = dir.path().join("streamcube.db");
+            let store = open(&path, 3);
+            // id -> viewer of the stored row
+            let mut model: HashMap<u8, u8> = HashMap::new();
+            for op in ops {
+                match op {
+                    ViewerOp::Put(es) => {
+                        let events: Vec<SilverEvent> = es.iter().map(|&(id, v)| viewer_event(id, v)).collect();
+                        let got = rt.block_on(store.put_new(&events)).expect("put");
+                        for (&(id, v), outcome) in es.iter().zip(got) {
+                            if outcome == PutOutcome::Inserted {
+                                model.insert(id, v);
+                            }
+                        }
+                    }
+                    ViewerOp::Delete(ids) => {
+                        let names: Vec<String> = ids.iter().map(|id| format!("e{id:02}")).collect();
+                        rt.block_on(store.delete(&names)).expect("delete");
+                        for id in &ids {
+                            model.remove(id);
+                        }
+                    }
+                    ViewerOp::Ack(pick) => {
+                        let pending = rt.block_on(store.pending()).expect("pending");
+                        if let Some(&(hour, seen)) = pending.get(pick % pending.len().max(1)) {
+                            rt.block_on(store.ack(hour, seen)).expect("ack");
+                        }
+                    }
+                }
+                let c = Connection::open(&path).expect("db");
+                let unindexed: i64 = c
+                    .query_row(
+                        "SELECT count(*) FROM silver_events e JOIN silver_changes h ON h.hour = e.hour
+                             WHERE h.counter = h.acked AND NOT EXISTS (SELECT 1 FROM silver_viewers v
+                                 WHERE v.hour = e.hour AND v.viewer = e.viewer AND v.seq = e.seq)",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .expect("unindexed");
+                let stale: i64 = c
+                    .query_row(
+                        "SELECT count(*) FROM silver_viewers v WHERE NOT EXISTS (SELECT 1 FROM silver_events e
+                             WHERE e.seq = v.seq AND e.hour = v.hour AND e.viewer = v.viewer)",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .expect("stale");
+                prop_assert_eq!(unindexed, 0, "an acknowledged hour has rows missing from the viewer index");
+                prop_assert_eq!(stale, 0, "the viewer index names rows that are gone");
+                for v in 0..3_u8 {
+                    let mut got: Vec<String> = rt
+                        .block_on(store.viewer_events(&Pseudonym::from_bytes([v; 32])))
+                        .expect("viewer events")
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .collect();
+                    got.sort();
+                    let mut want: Vec<String> = model
+                        .iter()
+                        .filter(|&(_, &mv)| mv == v)
+                        .map(|(id, _)| format!("e{id:02}"))
+                        .collect();
+                    want.sort();
+                    prop_assert_eq!(got, want, "viewer {}", v);
+                }
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum ViewerOp {
+        /// (id, viewer) pairs.
+        Put(Vec<(u8, u8)>),
+        Delete(Vec<u8>),
+        /// Acknowledges one of the pending hours.
+        Ack(usize),
+    }
+
+    fn viewer_op() -> impl Strategy<Value = ViewerOp> {
+        prop_oneof![
+            5 => prop::collection::vec((0..24_u8, 0..3_u8), 0..5).prop_map(ViewerOp::Put),
+            2 => prop::collection::vec(0..24_u8, 0..3).prop_map(ViewerOp::Delete),
+            3 => (0..4_usize).prop_map(ViewerOp::Ack),
+        ]
+    }
+
+    /// Event `id` of viewer `v`, in one of three hours (ids 0..8, 8..16 and 16..24).
+    fn viewer_event(id: u8, v: u8) -> SilverEvent {
+        SilverEvent {
+            occurred_at_ms: 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000
+                + i64::from(id / 8) * 3_600_000
+                + i64::from(id % 8) * 60_000,
+            viewer: Pseudonym::from_bytes([v; 32]),
+            ..event(id, 1)
         }
     }
 }
