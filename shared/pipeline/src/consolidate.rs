@@ -83,25 +83,42 @@ pub fn build_cube(pipeline: &Pipeline, catalog: &Catalog, events: &[SilverEvent]
     cube
 }
 
-/// Every hour's cells, by hour of the day.
-type HourCells = Vec<(u8, Vec<(Dims, Cell)>)>;
-
 /// A day's export files, encoded.
 struct Exports {
     csv: Vec<u8>,
     parquet: Vec<u8>,
 }
 
-/// Starts encoding a day's CSV and Parquet exports, each on the blocking pool, and returns a
-/// future of both. The work starts at the call, not at the first poll.
+/// The cells of one level of a day for the Parquet export: an hour, or the day (`None`).
+type LevelCells = (Option<u8>, Arc<Vec<(Dims, Cell)>>);
+
+/// Encoded Parquet bytes, on their way.
+type ParquetTask = tokio::task::JoinHandle<Result<Vec<u8>, parquet::errors::ParquetError>>;
+
+/// Starts a day's Parquet export on the blocking pool, which encodes the levels sent to it in
+/// the order they come and finishes when the sender is dropped. An hour's cells are dropped as
+/// soon as they are encoded (and written to gold), instead of every hour being held for the
+/// export until the day is complete: that held most of a day's peak memory.
+fn parquet_encoder() -> (tokio::sync::mpsc::Sender<LevelCells>, ParquetTask) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<LevelCells>(2);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut file = export::DayParquet::new()?;
+        while let Some((hour, cells)) = rx.blocking_recv() {
+            file.add(hour, &cells)?;
+        }
+        file.finish()
+    });
+    (tx, task)
+}
+
+/// Starts encoding a day's CSV export on the blocking pool and returns a future of both
+/// exports. The work starts at the call, not at the first poll.
 fn encode_exports(
     day: NaiveDate,
     day_cells: Arc<Vec<(Dims, Cell)>>,
-    hours: Arc<HourCells>,
+    parquet: ParquetTask,
 ) -> impl std::future::Future<Output = Result<Exports, PipelineError>> {
-    let cells = Arc::clone(&day_cells);
-    let csv = tokio::task::spawn_blocking(move || day_csv(day, &cells));
-    let parquet = tokio::task::spawn_blocking(move || export::day_parquet(&day_cells, &hours));
+    let csv = tokio::task::spawn_blocking(move || day_csv(day, &day_cells));
     async move {
         let csv = csv.await?;
         let parquet = parquet.await??;
@@ -217,8 +234,8 @@ impl Pipeline {
                 .unwrap_or_default();
             let mut day_cube = Cube::new(&self.config.cuboids);
             let mut hour_cells = 0;
-            // Every hour's cells, for the Parquet export.
-            let mut all_hours: HourCells = Vec::new();
+            // Every hour's cells go to the Parquet export once merged and written.
+            let (parquet_tx, parquet) = parquet_encoder();
             // The touched hours' cubes, in hour order, each built on the blocking pool while
             // the one before it is written and merged below: two hours in flight at a time.
             let mut built = futures::stream::iter(touched.iter().copied())
@@ -246,13 +263,15 @@ impl Pipeline {
                         merge
                     )?;
                     hours.insert(h, generation);
-                    all_hours.push((h, cells));
+                    // A send fails only when the encoder stopped on an error, which its
+                    // result reports below.
+                    let _ = parquet_tx.send((Some(h), Arc::new(cells))).await;
                 } else if let Some(g) = hours.get(&h) {
                     let cells = gold.cells(day, Level::Hour(h), *g, None).await?;
                     for (dims, cell) in &cells {
                         day_cube.merge_cell(dims.as_ref(), cell);
                     }
-                    all_hours.push((h, cells));
+                    let _ = parquet_tx.send((Some(h), Arc::new(cells))).await;
                 }
             }
             let events = day_cube
@@ -261,7 +280,9 @@ impl Pipeline {
             let day_cells = Arc::new(day_cube.into_cells());
             // The export files are encoded on the blocking pool while gold is written; they are
             // written to the lake only once the flip has landed.
-            let exports = encode_exports(day, Arc::clone(&day_cells), Arc::new(all_hours));
+            let _ = parquet_tx.send((None, Arc::clone(&day_cells))).await;
+            drop(parquet_tx);
+            let exports = encode_exports(day, Arc::clone(&day_cells), parquet);
             gold.put_cells(day, Level::Day, generation, &day_cells)
                 .await?;
             let manifest = DayManifest {
@@ -395,12 +416,16 @@ impl Pipeline {
                 return Ok(());
             }
             let day_cells = gold.cells(day, Level::Day, m.day_generation, None).await?;
-            let mut hours = Vec::with_capacity(m.hours.len());
+            let (parquet_tx, parquet) = parquet_encoder();
             for (h, g) in &m.hours {
-                hours.push((*h, gold.cells(day, Level::Hour(*h), *g, None).await?));
+                let cells = gold.cells(day, Level::Hour(*h), *g, None).await?;
+                let _ = parquet_tx.send((Some(*h), Arc::new(cells))).await;
             }
             tracing::info!(%day, version = m.version, "a later generation was published meanwhile; exporting it");
-            let exports = encode_exports(day, Arc::new(day_cells), Arc::new(hours)).await?;
+            let day_cells = Arc::new(day_cells);
+            let _ = parquet_tx.send((None, Arc::clone(&day_cells))).await;
+            drop(parquet_tx);
+            let exports = encode_exports(day, day_cells, parquet).await?;
             self.write_exports(day, exports).await?;
             exported = m.version;
         }

@@ -53,129 +53,122 @@ pub const PARQUET_SCHEMA: &str = "message cube {
 /// Rows per row group: bounded memory for readers, few groups for a typical day.
 const ROW_GROUP: usize = 256 * 1024;
 
-struct Row<'a> {
-    hour: Option<u8>,
-    dims: &'a Dims,
-    cell: &'a Cell,
-}
-
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Encodes a day's cells (day level, then each hour) as a Snappy-compressed Parquet file.
-pub fn day_parquet<'a>(
-    day_cells: &'a [(Dims, Cell)],
-    hour_cells: &'a [(u8, Vec<(Dims, Cell)>)],
-) -> Result<Vec<u8>, ParquetError> {
-    let rows: Vec<Row<'a>> = day_cells
-        .iter()
-        .map(|(dims, cell)| Row {
-            hour: None,
-            dims,
-            cell,
-        })
-        .chain(hour_cells.iter().flat_map(|(h, cells)| {
-            cells.iter().map(move |(dims, cell)| Row {
-                hour: Some(*h),
-                dims,
-                cell,
-            })
-        }))
-        .collect();
-    let schema = Arc::new(parse_message_type(PARQUET_SCHEMA)?);
-    let props = Arc::new(
-        WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            // Rows are ordered by level and hour only: min/max of the other columns span every
-            // value in each row group and would prune nothing, so they are not computed.
-            .set_statistics_enabled(EnabledStatistics::None)
-            .set_column_statistics_enabled(ColumnPath::from("level"), EnabledStatistics::Page)
-            .set_column_statistics_enabled(ColumnPath::from("hour"), EnabledStatistics::Page)
-            .build(),
-    );
-    let mut out = Vec::new();
-    let mut writer = SerializedFileWriter::new(&mut out, schema, props)?;
-    // Values repeat a lot (a few levels, countries, devices, genres, some thousands of titles):
-    // each distinct text becomes one shared buffer, and every row a reference to it.
-    let mut texts: HashMap<&'a str, ByteArray> = HashMap::new();
-    let mut text = |t: &'a str| -> ByteArray {
-        texts
-            .entry(t)
-            .or_insert_with(|| ByteArray::from(Bytes::copy_from_slice(t.as_bytes())))
-            .clone()
-    };
-    let (day_level, hour_level) = (text("day"), text("hour"));
-    for group in rows.chunks(ROW_GROUP) {
-        let mut rg = writer.next_row_group()?;
-        let mut column = 0;
-        while let Some(mut col) = rg.next_column()? {
-            match column {
-                0 => {
-                    let v: Vec<ByteArray> = group
-                        .iter()
-                        .map(|r| {
-                            if r.hour.is_some() {
-                                hour_level.clone()
-                            } else {
-                                day_level.clone()
-                            }
-                        })
-                        .collect();
-                    col.typed::<ByteArrayType>().write_batch(&v, None, None)?;
-                }
-                1 => {
-                    let v: Vec<i32> = group.iter().filter_map(|r| r.hour.map(i32::from)).collect();
-                    let d: Vec<i16> = group.iter().map(|r| i16::from(r.hour.is_some())).collect();
-                    col.typed::<Int32Type>().write_batch(&v, Some(&d), None)?;
-                }
-                2..=5 => {
-                    let value = |r: &Row<'a>| -> Option<&'a str> {
-                        match column {
-                            2 => r.dims.country.as_ref().map(Country::as_str),
-                            3 => r.dims.device.map(Device::as_str),
-                            4 => r.dims.genre.as_deref(),
-                            _ => r.dims.content_id.as_deref(),
-                        }
-                    };
-                    let mut v = Vec::with_capacity(group.len());
-                    let mut d = Vec::with_capacity(group.len());
-                    for r in group {
-                        let t = value(r);
-                        d.push(i16::from(t.is_some()));
-                        if let Some(t) = t {
-                            v.push(text(t));
-                        }
-                    }
-                    col.typed::<ByteArrayType>()
-                        .write_batch(&v, Some(&d), None)?;
-                }
-                _ => {
-                    let v: Vec<i64> = group
-                        .iter()
-                        .map(|r| {
-                            let m = &r.cell.measures;
-                            int(match column {
-                                6 => m.plays,
-                                7 => m.watch_seconds,
-                                8 => m.completed,
-                                9 => m.buffering_ms,
-                                10 => m.bitrate_sum,
-                                11 => m.bitrate_count,
-                                _ => r.cell.viewers.estimate(),
-                            })
-                        })
-                        .collect();
-                    col.typed::<Int64Type>().write_batch(&v, None, None)?;
-                }
-            }
-            col.close()?;
-            column += 1;
-        }
-        rg.close()?;
+/// The shared buffer of a text (see [`DayParquet`]).
+fn text(texts: &mut HashMap<Box<str>, ByteArray>, t: &str) -> ByteArray {
+    if let Some(b) = texts.get(t) {
+        return b.clone();
     }
-    writer.close()?;
-    Ok(out)
+    let b = ByteArray::from(Bytes::copy_from_slice(t.as_bytes()));
+    texts.insert(t.into(), b.clone());
+    b
+}
+
+/// A day's Parquet export (Snappy-compressed), written a level at a time: the hours as they
+/// are computed, then the day. An hour's cells can thus be dropped once they are written here,
+/// instead of all the hours being held until the day is complete.
+pub struct DayParquet {
+    writer: SerializedFileWriter<Vec<u8>>,
+    /// Values repeat a lot (a few levels, countries, devices, genres, some thousands of titles):
+    /// each distinct text becomes one shared buffer, and every row a reference to it.
+    texts: HashMap<Box<str>, ByteArray>,
+}
+
+impl DayParquet {
+    pub fn new() -> Result<Self, ParquetError> {
+        let schema = Arc::new(parse_message_type(PARQUET_SCHEMA)?);
+        let props = Arc::new(
+            WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                // Rows are ordered by level and hour only: min/max of the other columns span
+                // every value in each row group and would prune nothing, so they are not
+                // computed.
+                .set_statistics_enabled(EnabledStatistics::None)
+                .set_column_statistics_enabled(ColumnPath::from("level"), EnabledStatistics::Page)
+                .set_column_statistics_enabled(ColumnPath::from("hour"), EnabledStatistics::Page)
+                .build(),
+        );
+        Ok(DayParquet {
+            writer: SerializedFileWriter::new(Vec::new(), schema, props)?,
+            texts: HashMap::new(),
+        })
+    }
+
+    /// Appends the cells of one level: an hour of the day, or the day itself (`None`).
+    pub fn add(&mut self, hour: Option<u8>, cells: &[(Dims, Cell)]) -> Result<(), ParquetError> {
+        let DayParquet { writer, texts } = self;
+        let level = text(texts, if hour.is_some() { "hour" } else { "day" });
+        for group in cells.chunks(ROW_GROUP) {
+            let mut rg = writer.next_row_group()?;
+            let mut column = 0;
+            while let Some(mut col) = rg.next_column()? {
+                match column {
+                    0 => {
+                        let v = vec![level.clone(); group.len()];
+                        col.typed::<ByteArrayType>().write_batch(&v, None, None)?;
+                    }
+                    1 => {
+                        let v: Vec<i32> = hour
+                            .map(i32::from)
+                            .into_iter()
+                            .cycle()
+                            .take(group.len())
+                            .collect();
+                        let d = vec![i16::from(hour.is_some()); group.len()];
+                        col.typed::<Int32Type>().write_batch(&v, Some(&d), None)?;
+                    }
+                    2..=5 => {
+                        let mut v = Vec::with_capacity(group.len());
+                        let mut d = Vec::with_capacity(group.len());
+                        for (dims, _) in group {
+                            let t = match column {
+                                2 => dims.country.as_ref().map(Country::as_str),
+                                3 => dims.device.map(Device::as_str),
+                                4 => dims.genre.as_deref(),
+                                _ => dims.content_id.as_deref(),
+                            };
+                            d.push(i16::from(t.is_some()));
+                            if let Some(t) = t {
+                                v.push(text(texts, t));
+                            }
+                        }
+                        col.typed::<ByteArrayType>()
+                            .write_batch(&v, Some(&d), None)?;
+                    }
+                    _ => {
+                        let v: Vec<i64> = group
+                            .iter()
+                            .map(|(_, cell)| {
+                                let m = &cell.measures;
+                                int(match column {
+                                    6 => m.plays,
+                                    7 => m.watch_seconds,
+                                    8 => m.completed,
+                                    9 => m.buffering_ms,
+                                    10 => m.bitrate_sum,
+                                    11 => m.bitrate_count,
+                                    _ => cell.viewers.estimate(),
+                                })
+                            })
+                            .collect();
+                        col.typed::<Int64Type>().write_batch(&v, None, None)?;
+                    }
+                }
+                col.close()?;
+                column += 1;
+            }
+            rg.close()?;
+        }
+        Ok(())
+    }
+
+    /// The file's bytes.
+    pub fn finish(self) -> Result<Vec<u8>, ParquetError> {
+        self.writer.into_inner()
+    }
 }
 
 #[cfg(test)]
@@ -206,9 +199,12 @@ mod tests {
             genre: Some("drama".into()),
             content_id: None,
         };
-        let day = vec![(all.clone(), cell(3)), (br.clone(), cell(2))];
-        let hours = vec![(7u8, vec![(all, cell(3))])];
-        let bytes = day_parquet(&day, &hours).expect("encodes");
+        let mut file = DayParquet::new().expect("a writer");
+        file.add(Some(7), &[(all.clone(), cell(3))])
+            .expect("an hour");
+        file.add(None, &[(all, cell(3)), (br, cell(2))])
+            .expect("the day");
+        let bytes = file.finish().expect("encodes");
         let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).expect("a parquet file");
         assert_eq!(reader.metadata().file_metadata().num_rows(), 3);
         // Min/max where they can prune (level, hour), not where they cannot.
@@ -234,18 +230,21 @@ mod tests {
                 .map(|(n, f)| (n.clone(), f.clone()))
                 .collect()
         };
-        let second = fields(1);
-        assert_eq!(second[0].1, Field::Str("day".into()));
-        assert_eq!(second[1].1, Field::Null);
-        assert_eq!(second[2].1, Field::Str("BR".into()));
-        assert_eq!(second[3].1, Field::Str("tv".into()));
-        assert_eq!(second[4].1, Field::Str("drama".into()));
-        assert_eq!(second[5].1, Field::Null);
-        assert_eq!(second[6].1, Field::Long(2));
-        assert_eq!(second[7].1, Field::Long(120));
+        // The hours first, then the day.
+        let first = fields(0);
+        assert_eq!(first[0].1, Field::Str("hour".into()));
+        assert_eq!(first[1].1, Field::Int(7));
+        assert_eq!(first[2].1, Field::Null);
+        assert_eq!(first[6].1, Field::Long(3));
+        assert_eq!(fields(1)[0].1, Field::Str("day".into()));
         let third = fields(2);
-        assert_eq!(third[0].1, Field::Str("hour".into()));
-        assert_eq!(third[1].1, Field::Int(7));
-        assert_eq!(third[6].1, Field::Long(3));
+        assert_eq!(third[0].1, Field::Str("day".into()));
+        assert_eq!(third[1].1, Field::Null);
+        assert_eq!(third[2].1, Field::Str("BR".into()));
+        assert_eq!(third[3].1, Field::Str("tv".into()));
+        assert_eq!(third[4].1, Field::Str("drama".into()));
+        assert_eq!(third[5].1, Field::Null);
+        assert_eq!(third[6].1, Field::Long(2));
+        assert_eq!(third[7].1, Field::Long(120));
     }
 }
