@@ -23,6 +23,7 @@
 #   --rows N        rows of the data sets (default 1,000,000)
 #   --rows-small N  also data sets of N rows, run first (default 100,000; 0: none)
 #   --runs N        timed runs per backend and data set, best wall time reported (default 1)
+#   --format F      csv, gzip or both (default both)
 #   --skip-build    use the streamcube binary already built in release with `--features aws`
 # Environment: STREAMCUBE_BIN=/path/to/streamcube uses that binary (built with the aws
 # feature) instead of building one; CARGO_TARGET_DIR applies to the build as usual.
@@ -48,6 +49,7 @@ DAYS=7
 ROWS=1000000
 ROWS_SMALL=100000
 RUNS=1
+FORMAT=both
 SKIP_BUILD=0
 
 while [[ $# -gt 0 ]]; do
@@ -55,6 +57,7 @@ while [[ $# -gt 0 ]]; do
         --rows) ROWS="${2:?--rows needs a number}"; shift ;;
         --rows-small) ROWS_SMALL="${2:?--rows-small needs a number}"; shift ;;
         --runs) RUNS="${2:?--runs needs a number}"; shift ;;
+        --format) FORMAT="${2:?--format needs csv, gzip or both}"; shift ;;
         --skip-build) SKIP_BUILD=1 ;;
         -h | --help) usage; exit 0 ;;
         *) usage_error "unknown option: $1 (see --help)" ;;
@@ -64,6 +67,7 @@ done
 positive_int --rows "$ROWS"
 positive_int --runs "$RUNS"
 [[ "$ROWS_SMALL" == 0 ]] || positive_int --rows-small "$ROWS_SMALL"
+[[ "$FORMAT" =~ ^(csv|gzip|both)$ ]] || usage_error "--format must be csv, gzip or both"
 ((ROWS >= BAD_EVERY)) || usage_error "--rows must be at least $BAD_EVERY"
 ((ROWS_SMALL == 0 || ROWS_SMALL >= BAD_EVERY)) ||
     usage_error "--rows-small must be 0 or at least $BAD_EVERY"
@@ -144,10 +148,14 @@ main() {
     if ((ROWS_SMALL > 0)); then sizes=("$ROWS_SMALL" "$ROWS"); fi
     for rows in "${sizes[@]}"; do
         name="$(rows_label "$rows")"
-        bronze_data "$OUT/data-bronze-$name" "$rows" "$DAYS" "$START" 0
-        run_set "$name csv" "$EVENTS_FILE" "$rows"
-        bronze_data "$OUT/data-bronze-$name-gz" "$rows" "$DAYS" "$START" 1
-        run_set "$name csv.gz" "$EVENTS_FILE" "$rows"
+        if [[ "$FORMAT" != gzip ]]; then
+            bronze_data "$OUT/data-bronze-$name" "$rows" "$DAYS" "$START" 0
+            run_set "$name csv" "$EVENTS_FILE" "$rows"
+        fi
+        if [[ "$FORMAT" != csv ]]; then
+            bronze_data "$OUT/data-bronze-$name-gz" "$rows" "$DAYS" "$START" 1
+            run_set "$name csv.gz" "$EVENTS_FILE" "$rows"
+        fi
     done
 
     step "throughput and peak memory"
