@@ -111,12 +111,7 @@ impl DayParquet {
                         col.typed::<ByteArrayType>().write_batch(&v, None, None)?;
                     }
                     1 => {
-                        let v: Vec<i32> = hour
-                            .map(i32::from)
-                            .into_iter()
-                            .cycle()
-                            .take(group.len())
-                            .collect();
+                        let v = hour.map_or_else(Vec::new, |h| vec![i32::from(h); group.len()]);
                         let d = vec![i16::from(hour.is_some()); group.len()];
                         col.typed::<Int32Type>().write_batch(&v, Some(&d), None)?;
                     }
