@@ -14,7 +14,9 @@
 //!
 //! * **Sparse** (up to [`SPARSE_MAX`] = 1536 distinct hashes): the exact set
 //!   of hashes, so small cells are counted exactly. In memory it is a
-//!   `Vec<u64>` made of a sorted, deduplicated prefix and a short unsorted
+//!   vector (inline up to two hashes, so the one- and two-viewer cells that
+//!   make up most of a cube need no heap block) made of a sorted,
+//!   deduplicated prefix and a short unsorted
 //!   tail of recent inserts; the tail is folded into the prefix (sort and
 //!   dedup) once it grows past `max(8, prefix length)`, which keeps inserts
 //!   amortized `O(log n)` with no per-insert memmove. Serialized, it costs
@@ -69,6 +71,11 @@
 //! rejects anything else, as well as truncated input and trailing bytes.
 
 use std::fmt;
+
+use smallvec::SmallVec;
+
+/// A sparse set's hashes: up to two inline, more on the heap.
+type Hashes = SmallVec<[u64; 2]>;
 
 /// HyperLogLog precision of the dense representation: `2^14` registers.
 pub const PRECISION: u32 = 14;
@@ -175,8 +182,9 @@ enum Repr {
     /// tail `hashes[sorted..]` may repeat prefix hashes until the next
     /// normalization), and
     /// `hashes.len() <= SPARSE_MAX` between calls, so the set never holds
-    /// more than `SPARSE_MAX` distinct hashes.
-    Sparse { hashes: Vec<u64>, sorted: usize },
+    /// more than `SPARSE_MAX` distinct hashes. `sorted` is a `u32` so that the
+    /// whole sketch fits in 32 bytes.
+    Sparse { hashes: Hashes, sorted: u32 },
     /// HyperLogLog registers, each `<= MAX_REGISTER`.
     Dense(Box<[u8; REGISTERS]>),
 }
@@ -184,7 +192,7 @@ enum Repr {
 impl Default for Repr {
     fn default() -> Self {
         Repr::Sparse {
-            hashes: Vec::new(),
+            hashes: SmallVec::new_const(),
             sorted: 0,
         }
     }
@@ -196,7 +204,7 @@ impl ViewerSketch {
     pub const fn new() -> Self {
         Self {
             repr: Repr::Sparse {
-                hashes: Vec::new(),
+                hashes: SmallVec::new_const(),
                 sorted: 0,
             },
         }
@@ -208,7 +216,7 @@ impl ViewerSketch {
         match &mut self.repr {
             Repr::Dense(registers) => dense_insert(registers, hash),
             Repr::Sparse { hashes, sorted } => {
-                let sorted = *sorted;
+                let sorted = *sorted as usize;
                 // Checking the sorted prefix costs a cache miss per probe on mid-size sets;
                 // there a duplicate is cheaper to append and drop at the next normalization.
                 // Tiny sets (a cache line or two) and sets near the cap, where a duplicate
@@ -267,9 +275,12 @@ impl ViewerSketch {
                 // A sketch small next to this one joins the unsorted tail, the way inserts do:
                 // rolling many small cells up into a big one then costs amortized O(log n) per
                 // hash instead of a full union per merge.
-                if theirs.len() <= MIN_TAIL.max(*sorted) {
+                let mine_sorted = *sorted as usize;
+                if theirs.len() <= MIN_TAIL.max(mine_sorted) {
                     hashes.extend_from_slice(theirs);
-                    if hashes.len() - *sorted > MIN_TAIL.max(*sorted) || hashes.len() > SPARSE_MAX {
+                    if hashes.len() - mine_sorted > MIN_TAIL.max(mine_sorted)
+                        || hashes.len() > SPARSE_MAX
+                    {
                         self.normalize();
                     }
                     return;
@@ -294,7 +305,7 @@ impl ViewerSketch {
     pub fn estimate(&self) -> u64 {
         match &self.repr {
             Repr::Sparse { hashes, sorted } => {
-                if *sorted == hashes.len() {
+                if *sorted as usize == hashes.len() {
                     hashes.len() as u64
                 } else {
                     with_sorted(hashes, *sorted, |set| set.len() as u64)
@@ -395,7 +406,7 @@ impl ViewerSketch {
                         extra: data.len() - needed,
                     });
                 }
-                let mut hashes = Vec::with_capacity(count);
+                let mut hashes = Hashes::with_capacity(count);
                 for (index, chunk) in data.chunks_exact(8).enumerate() {
                     let mut word = [0u8; 8];
                     word.copy_from_slice(chunk);
@@ -406,7 +417,7 @@ impl ViewerSketch {
                     hashes.push(hash);
                 }
                 Repr::Sparse {
-                    sorted: hashes.len(),
+                    sorted: sorted_len(&hashes),
                     hashes,
                 }
             }
@@ -455,7 +466,7 @@ impl fmt::Debug for ViewerSketch {
             Repr::Sparse { hashes, sorted } => out
                 .field("repr", &"sparse")
                 .field("distinct", &self.estimate())
-                .field("unsorted_tail", &(hashes.len() - sorted)),
+                .field("unsorted_tail", &(hashes.len() - *sorted as usize)),
             Repr::Dense(registers) => out
                 .field("repr", &"dense")
                 .field("estimate", &self.estimate())
@@ -485,18 +496,24 @@ impl FromIterator<u64> for ViewerSketch {
 }
 
 /// Sorts and deduplicates the whole sparse vector.
-fn normalize_sparse(hashes: &mut Vec<u64>, sorted: &mut usize) {
-    if *sorted < hashes.len() {
+fn normalize_sparse(hashes: &mut Hashes, sorted: &mut u32) {
+    if (*sorted as usize) < hashes.len() {
         hashes.sort_unstable();
         hashes.dedup();
-        *sorted = hashes.len();
+        *sorted = sorted_len(hashes);
     }
+}
+
+/// The length of a sparse vector, as its `sorted` count. Sparse vectors hold a few thousand
+/// hashes at most ([`SPARSE_MAX`] plus a tail no longer than it).
+fn sorted_len(hashes: &[u64]) -> u32 {
+    u32::try_from(hashes.len()).unwrap_or(u32::MAX)
 }
 
 /// Calls `f` with the sorted, deduplicated set of a sparse vector, sorting a
 /// copy (on the stack when small) if it has an unsorted tail.
-fn with_sorted<R>(hashes: &[u64], sorted: usize, f: impl FnOnce(&[u64]) -> R) -> R {
-    if sorted == hashes.len() {
+fn with_sorted<R>(hashes: &[u64], sorted: u32, f: impl FnOnce(&[u64]) -> R) -> R {
+    if sorted as usize == hashes.len() {
         f(hashes)
     } else if hashes.len() <= STACK_SORT {
         let mut buffer = [0u64; STACK_SORT];
@@ -526,8 +543,8 @@ fn dedup_sorted(values: &mut [u64]) -> usize {
 }
 
 /// Union of two strictly increasing slices, strictly increasing.
-fn union_sorted(a: &[u64], b: &[u64]) -> Vec<u64> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
+fn union_sorted(a: &[u64], b: &[u64]) -> Hashes {
+    let mut out = Hashes::with_capacity(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         let (x, y) = (a[i], b[j]);
@@ -541,12 +558,12 @@ fn union_sorted(a: &[u64], b: &[u64]) -> Vec<u64> {
 }
 
 /// The canonical representation of a strictly increasing set.
-fn sparse_or_dense(set: Vec<u64>) -> Repr {
+fn sparse_or_dense(set: Hashes) -> Repr {
     if set.len() > SPARSE_MAX {
         Repr::Dense(dense_from(&set))
     } else {
         Repr::Sparse {
-            sorted: set.len(),
+            sorted: sorted_len(&set),
             hashes: set,
         }
     }
@@ -842,7 +859,7 @@ mod tests {
         let Repr::Sparse { hashes, sorted } = &sketch.repr else {
             panic!("expected sparse");
         };
-        assert_eq!(*sorted, hashes.len());
+        assert_eq!(*sorted as usize, hashes.len());
     }
 
     #[test]
@@ -1059,13 +1076,23 @@ mod tests {
             2 + 2 + SPARSE_MAX * 8
         );
         assert_eq!(dense_sketch(50_000, 5).to_bytes().len(), 2 + PACKED_LEN);
-        // A one-viewer sketch allocates room for a few hashes at most.
-        let mut one = ViewerSketch::new();
-        one.insert(1);
-        let Repr::Sparse { hashes, .. } = &one.repr else {
+        // One or two viewers live inside the sketch, with no heap block; a third moves them out.
+        let mut small = ViewerSketch::new();
+        for (n, hash) in [(1, 10), (2, 20), (2, 10)] {
+            small.insert(hash);
+            let Repr::Sparse { hashes, .. } = &small.repr else {
+                panic!("expected sparse");
+            };
+            assert!(!hashes.spilled(), "{n} viewers spilled");
+            assert_eq!(small.estimate(), n);
+        }
+        small.merge(&[30].into_iter().collect());
+        let Repr::Sparse { hashes, .. } = &small.repr else {
             panic!("expected sparse");
         };
-        assert!(hashes.capacity() <= 4);
+        assert!(hashes.spilled());
+        assert_eq!(small.estimate(), 3);
+        assert!(size_of::<ViewerSketch>() <= 32);
     }
 
     #[test]
