@@ -616,19 +616,19 @@ impl Cube {
 
     /// Every cell, ordered by cuboid, then by coordinates in dictionary order (which follows the
     /// input): the same input always gives the same order.
-    pub fn sorted_cells(&self) -> Vec<(DimsRef<'_>, &Cell)> {
-        let mut order: Vec<(u8, u64, usize)> = self
+    /// Only the order (16 bytes a cell) is held; the cells are looked up as they are taken.
+    pub fn sorted_cells(&self) -> impl Iterator<Item = (DimsRef<'_>, &Cell)> {
+        let mut order: Vec<(u8, u64, u32)> = self
             .table
             .cells
             .iter()
-            .enumerate()
-            .map(|(i, (k, _))| (self.dims_of(*k).cuboid().bits(), *k, i))
+            .zip(0u32..)
+            .map(|((k, _), i)| (self.dims_of(*k).cuboid().bits(), *k, i))
             .collect();
         order.sort_unstable();
         order
             .into_iter()
-            .map(|(_, k, i)| (self.dims_of(k), &self.table.cells[i].1))
-            .collect()
+            .map(|(_, k, i)| (self.dims_of(k), &self.table.cells[i as usize].1))
     }
 
     /// The cell at these coordinates.
