@@ -245,20 +245,25 @@ def cmd_report(args: argparse.Namespace) -> int:
         rows.append((label, best, cells, events))
 
     print(
-        f"{'consolidate':<16} {'events':>10} {'hours':>5} {'seconds':>8} {'s/hour':>7}"
-        f" {'events/s':>10} {'cells':>10} {'cells/s':>10} {'peak MiB':>9} {'cpu s':>7}"
+        f"{'consolidate':<16} {'events':>10} {'hours':>5} {'published':>9} {'seconds':>8}"
+        f" {'s/hour':>7} {'events/s':>10} {'cells':>10} {'cells/s':>10} {'peak MiB':>9}"
+        f" {'cpu s':>7}"
     )
     for label, r, c, events in rows:
         s = r["seconds"]
         cpu = cpu_seconds(r)
         print(
-            f"{label:<16} {events:>10,} {c['hours']:>5} {s:>8.2f} {s / max(c['hours'], 1):>7.3f}"
+            f"{label:<16} {events:>10,} {c['hours']:>5} {published(r):>9}"
+            f" {s:>8.2f} {s / max(c['hours'], 1):>7.3f}"
             f" {events / s:>10,.0f} {c['cells']:>10,} {c['cells'] / s:>10,.0f}"
             f" {mib(r['peak_rss_bytes']):>9.0f} {cpu:>7.2f}"
         )
     print(
         f"(best wall time of {rows[1][1]['runs']} run(s), highest peak RSS; events = rows of the"
-        " input file, duplicates included; cells = hour cells + day cells written to gold)"
+        " input file, duplicates included; cells = hour cells + day cells written to gold;"
+        " published = seconds until the day's generation was live and its exports written,"
+        " in the same run; seconds = the whole command, which then adds the hours' events"
+        " to the viewer index)"
     )
     for label, _, c, _ in rows:
         print(
@@ -290,12 +295,19 @@ def cmd_report(args: argparse.Namespace) -> int:
             " Parquet exports. DuckDB's process includes the Python interpreter.)"
         )
     print()
+    day_published = day.get("mark_seconds")
     benchlib.verdict(
-        day["seconds"] < TARGET_DAY_SECONDS,
-        f"a day of {rows[1][3]:,} events consolidates in under"
-        f" {TARGET_DAY_SECONDS:g} s ({day['seconds']:.2f} s; informational)",
+        day_published is not None and day_published < TARGET_DAY_SECONDS,
+        f"a day of {rows[1][3]:,} events is published in under {TARGET_DAY_SECONDS:g} s"
+        f" ({published(day)} s; the command took {day['seconds']:.2f} s; informational)",
     )
     return 0
+
+
+def published(run: dict) -> str:
+    """Seconds until the run logged the day's publication, `-` when it did not."""
+    seen = run.get("mark_seconds")
+    return "-" if seen is None else f"{seen:.2f}"
 
 
 # --------------------------------------------------------------------------

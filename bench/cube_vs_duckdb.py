@@ -4,9 +4,12 @@
 Run by the shell script with the benchmark's venv (bench/.venv, which has the
 pinned duckdb). Subcommands:
 
-  measure --label L --json OUT -- CMD...
+  measure --label L --json OUT [--mark TEXT] -- CMD...
       Runs CMD, records its wall time and peak RSS (from wait4 on that one
       child, so earlier children do not count) into OUT, and fails if CMD does.
+      With --mark, CMD's stderr passes through this process, and the seconds
+      from the start to the first stderr line containing TEXT (the last such
+      line when there are several) are recorded as `mark_seconds`.
 
   duckdb-cube --events F... --catalog F --out F [--threads N] [--exact]
       Computes the cube with DuckDB: dedup by event_id, left join of the
@@ -105,17 +108,34 @@ class AnonSampler(threading.Thread):
             time.sleep(0.02)
 
 
+def watch_stderr(proc: subprocess.Popen, mark: str, start: float, marks: list[float]) -> None:
+    """Copies the child's stderr to ours, noting when each line containing `mark` arrived."""
+    needle = mark.encode()
+    for line in proc.stderr:
+        if needle in line:
+            marks.append(time.perf_counter() - start)
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
     if not cmd:
         sys.exit("measure: no command given")
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE if args.mark else None)
     sampler = AnonSampler(proc.pid)
     sampler.start()
+    marks: list[float] = []
+    watcher = None
+    if args.mark:
+        watcher = threading.Thread(target=watch_stderr, args=(proc, args.mark, start, marks))
+        watcher.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     sampler.join()
+    if watcher is not None:
+        watcher.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     result = {
         "label": args.label,
@@ -128,12 +148,19 @@ def cmd_measure(args: argparse.Namespace) -> int:
         "system_seconds": usage.ru_stime,
         "exit_code": proc.returncode,
     }
+    if args.mark:
+        result["mark"] = args.mark
+        result["mark_seconds"] = marks[-1] if marks else None
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if proc.returncode != 0:
         print(f"{args.label}: command failed with exit code {proc.returncode}", file=sys.stderr)
         return proc.returncode if proc.returncode > 0 else 1
+    marked = ""
+    if args.mark:
+        seen = result["mark_seconds"]
+        marked = f" ({args.mark!r} after {seen:.2f} s)" if seen is not None else f" (no {args.mark!r})"
     print(
-        f"  {args.label}: {wall:.2f} s, peak {result['peak_rss_bytes'] / 2**20:.0f} MiB",
+        f"  {args.label}: {wall:.2f} s, peak {result['peak_rss_bytes'] / 2**20:.0f} MiB{marked}",
         flush=True,
     )
     return 0
@@ -392,6 +419,7 @@ def main() -> int:
     m = benchlib.command(sub, "measure", cmd_measure)
     m.add_argument("--label", required=True)
     m.add_argument("--json", required=True)
+    m.add_argument("--mark", help="note when a stderr line containing this text appears")
     m.add_argument("cmd", nargs=argparse.REMAINDER)
 
     d = benchlib.command(sub, "duckdb-cube", cmd_duckdb_cube)

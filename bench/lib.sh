@@ -121,7 +121,7 @@ print(", ".join(names))' "$@"
 measure() {
     local label="$1" json="$2"
     shift 2
-    "$PY" "$MEASURE" measure --label "$label" --json "$json" -- "$@"
+    "$PY" "$MEASURE" measure --label "$label" --json "$json" ${MEASURE_MARK:+--mark "$MEASURE_MARK"} -- "$@"
 }
 
 # generate DIR KEY=VALUE...: writes DIR/events.csv (events.csv.gz with gzip=1) and
