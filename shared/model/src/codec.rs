@@ -16,6 +16,9 @@
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use crate::cube::{Cell, Dims, DimsRef, Measures};
 use crate::event::{Country, Device};
@@ -140,6 +143,11 @@ impl<'a> Input<'a> {
     }
 }
 
+/// The one string of a block for `text`.
+fn shared<'a>(names: &mut FxHashMap<&'a str, Arc<str>>, text: Option<&'a str>) -> Option<Arc<str>> {
+    text.map(|t| Arc::clone(names.entry(t).or_insert_with(|| t.into())))
+}
+
 /// Decodes a block written by [`encode_cells`]; never panics on bad input.
 pub fn decode_cells(bytes: &[u8]) -> Result<Vec<(Dims, Cell)>, CodecError> {
     decode_cells_where(bytes, |_| true)
@@ -160,6 +168,9 @@ pub fn decode_cells_where(
     let count = inp.varint()?;
     // Each cell takes at least 11 bytes: bound the allocation by the input.
     let mut cells = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(bytes.len() / 11));
+    // The block's cells share one string per distinct text (a dozen genres, titles repeated
+    // across devices), as a cube's own cells do.
+    let mut names: FxHashMap<&str, Arc<str>> = FxHashMap::default();
     for _ in 0..count {
         let c = inp.take(2)?;
         let country = match u16::from_le_bytes([c[0], c[1]]) {
@@ -190,8 +201,8 @@ pub fn decode_cells_where(
             Dims {
                 country,
                 device,
-                genre: dims.genre.map(str::to_owned),
-                content_id: dims.content_id.map(str::to_owned),
+                genre: shared(&mut names, dims.genre),
+                content_id: shared(&mut names, dims.content_id),
             },
             Cell {
                 measures: Measures {
@@ -243,8 +254,8 @@ mod tests {
                             Dims {
                                 country: country.and_then(|c| Country::parse(c).ok()),
                                 device: device.and_then(Device::from_code),
-                                genre,
-                                content_id,
+                                genre: genre.map(Into::into),
+                                content_id: content_id.map(Into::into),
                             },
                             Cell {
                                 measures: Measures {
@@ -302,7 +313,7 @@ mod tests {
         let cells = vec![
             (
                 Dims {
-                    genre: Some(String::new()),
+                    genre: Some("".into()),
                     ..Dims::default()
                 },
                 Cell::default(),

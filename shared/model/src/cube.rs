@@ -17,6 +17,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -291,12 +292,14 @@ pub struct Fact {
 }
 
 /// A cell's coordinates, owned. `None` is a rolled-up dimension ("all"), never a real value.
+/// The texts are shared: the cells a cube gives away point at its dictionaries' strings instead
+/// of each carrying copies (a day has millions of cells and a few thousand titles).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Dims {
     pub country: Option<Country>,
     pub device: Option<Device>,
-    pub genre: Option<String>,
-    pub content_id: Option<String>,
+    pub genre: Option<Arc<str>>,
+    pub content_id: Option<Arc<str>>,
 }
 
 /// A cell's coordinates, borrowed from a cube's dictionaries.
@@ -332,8 +335,8 @@ impl DimsRef<'_> {
         Dims {
             country: self.country,
             device: self.device,
-            genre: self.genre.map(str::to_owned),
-            content_id: self.content_id.map(str::to_owned),
+            genre: self.genre.map(Arc::from),
+            content_id: self.content_id.map(Arc::from),
         }
     }
 }
@@ -352,8 +355,8 @@ impl Dims {
 /// String interning for one dimension; id 0 is reserved for "rolled up".
 #[derive(Clone, Debug)]
 struct Interner {
-    ids: FxHashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
+    ids: FxHashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
 }
 
 impl Default for Interner {
@@ -373,16 +376,21 @@ impl Interner {
         // More than 2^32 distinct values of one dimension in one bucket cannot happen: each comes
         // from at least one event and the key packs 32 bits (content) or 19 (genre).
         let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        self.names.push(s.into());
-        self.ids.insert(s.into(), id);
+        let name: Arc<str> = s.into();
+        self.names.push(Arc::clone(&name));
+        self.ids.insert(name, id);
         id
     }
 
     fn name(&self, id: u32) -> Option<&str> {
+        self.shared(id).map(|n| &**n)
+    }
+
+    fn shared(&self, id: u32) -> Option<&Arc<str>> {
         if id == 0 {
             return None;
         }
-        self.names.get(id as usize).map(|b| &**b)
+        self.names.get(id as usize)
     }
 }
 
@@ -658,22 +666,39 @@ impl Cube {
             .into_iter()
             .map(|(k, mut c)| {
                 c.viewers.normalize();
-                (dims_of(&genres, &contents, k).to_owned(), c)
+                (owned_dims(&genres, &contents, k), c)
             })
             .collect()
     }
 }
 
+/// The coordinates of `key`, sharing the dictionaries' strings.
+fn owned_dims(genres: &Interner, contents: &Interner, key: u64) -> Dims {
+    let d = dims_of(genres, contents, key);
+    Dims {
+        country: d.country,
+        device: d.device,
+        genre: genres.shared(genre_of(key)).cloned(),
+        content_id: contents.shared(content_of(key)).cloned(),
+    }
+}
+
+fn genre_of(key: u64) -> u32 {
+    ((key & GENRE_MASK) >> GENRE_SHIFT) as u32
+}
+
+fn content_of(key: u64) -> u32 {
+    (key >> CONTENT_SHIFT) as u32
+}
+
 fn dims_of<'a>(genres: &'a Interner, contents: &'a Interner, key: u64) -> DimsRef<'a> {
     let d = (key & DEVICE_MASK) as u8;
     let c = ((key & COUNTRY_MASK) >> COUNTRY_SHIFT) as u16;
-    let g = ((key & GENRE_MASK) >> GENRE_SHIFT) as u32;
-    let n = (key >> CONTENT_SHIFT) as u32;
     DimsRef {
         device: d.checked_sub(1).and_then(Device::from_code),
         country: c.checked_sub(1).and_then(Country::from_code),
-        genre: genres.name(g),
-        content_id: contents.name(n),
+        genre: genres.name(genre_of(key)),
+        content_id: contents.name(content_of(key)),
     }
 }
 

@@ -918,8 +918,8 @@ fn dims(
     Dims {
         country: country_.map(country),
         device,
-        genre: genre.map(str::to_owned),
-        content_id: content.map(str::to_owned),
+        genre: genre.map(Into::into),
+        content_id: content.map(Into::into),
     }
 }
 
