@@ -263,6 +263,7 @@ impl Pipeline {
                         merge
                     )?;
                     hours.insert(h, generation);
+                    tracing::debug!(%day, hour = h, cells = cells.len(), "hour written");
                     // A send fails only when the encoder stopped on an error, which its
                     // result reports below.
                     let _ = parquet_tx.send((Some(h), Arc::new(cells))).await;
@@ -278,6 +279,7 @@ impl Pipeline {
                 .get(DimsRef::default())
                 .map_or(0, |c| c.measures.plays);
             let day_cells = Arc::new(day_cube.into_cells());
+            tracing::debug!(%day, cells = day_cells.len(), "day cells built");
             // The export files are encoded on the blocking pool while gold is written; they are
             // written to the lake only once the flip has landed.
             let _ = parquet_tx.send((None, Arc::clone(&day_cells))).await;
@@ -285,6 +287,7 @@ impl Pipeline {
             let exports = encode_exports(day, Arc::clone(&day_cells), parquet);
             gold.put_cells(day, Level::Day, generation, &day_cells)
                 .await?;
+            tracing::debug!(%day, cells = day_cells.len(), "day cells written");
             let manifest = DayManifest {
                 day: Some(day),
                 version: expected_version + 1,
@@ -305,10 +308,13 @@ impl Pipeline {
                 Err(e) => return Err(e.into()),
             };
             if landed {
+                tracing::debug!(%day, version = manifest.version, "manifest flipped");
                 // The published day as files for tools that read the lake, and its
                 // partition in the table catalog. Written after the flip, so a failure
                 // leaves gold right and the retry rewrites them.
-                self.write_exports(day, exports.await?).await?;
+                let exports = exports.await?;
+                tracing::debug!(%day, "exports encoded");
+                self.write_exports(day, exports).await?;
                 self.reexport_if_replaced(day, manifest.version).await?;
                 // What the flip replaced is garbage now; readers still on it notice the
                 // manifest moved and read again.
