@@ -8,8 +8,9 @@ pinned duckdb). Subcommands:
       Runs CMD, records its wall time and peak RSS (from wait4 on that one
       child, so earlier children do not count) into OUT, and fails if CMD does.
       With --mark, CMD's stderr passes through this process, and the seconds
-      from the start to the first stderr line containing TEXT (the last such
-      line when there are several) are recorded as `mark_seconds`.
+      from the start to the last stderr line containing TEXT (for a command
+      that logs it once per day, when the last day was done) are recorded as
+      `mark_seconds` (null when no line contained it).
 
   duckdb-cube --events F... --catalog F --out F [--threads N] [--exact]
       Computes the cube with DuckDB: dedup by event_id, left join of the
