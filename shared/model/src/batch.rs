@@ -562,7 +562,7 @@ pub fn write_cube_csv<W: Write>(
     std::thread::scope(|s| -> Result<(), BatchError> {
         // Workers send each day as finished CSV text: the cube is dropped where it was built,
         // so only the days being built are in memory, and formatting runs in parallel too.
-        let (tx, rx) = mpsc::sync_channel::<(usize, io::Result<(Vec<u8>, u64)>)>(threads);
+        let (tx, rx) = mpsc::sync_channel::<(usize, (Vec<u8>, u64))>(threads);
         for _ in 0..threads {
             let tx = tx.clone();
             let (days, next, genres, contents) = (&days, &next, &genres.names, &contents.names);
@@ -588,12 +588,12 @@ pub fn write_cube_csv<W: Write>(
         }
         drop(tx);
         // Write days in order; hold early finishers until their turn.
-        let mut pending: BTreeMap<usize, io::Result<(Vec<u8>, u64)>> = BTreeMap::new();
+        let mut pending: BTreeMap<usize, (Vec<u8>, u64)> = BTreeMap::new();
         let mut want = 0;
         for (i, text) in rx {
             pending.insert(i, text);
             while let Some(text) = pending.remove(&want) {
-                let (bytes, cells) = text?;
+                let (bytes, cells) = text;
                 out.write_all(&bytes)?;
                 stats.cells += cells;
                 stats.days += 1;
@@ -608,17 +608,10 @@ pub fn write_cube_csv<W: Write>(
 }
 
 /// A day's cells as CSV rows (no header), and how many.
-fn format_day(day: NaiveDate, cube: &Cube) -> io::Result<(Vec<u8>, u64)> {
-    let mut w = csv::WriterBuilder::new().from_writer(Vec::with_capacity(cube.len() * 64));
-    let n = write_day(&mut w, day, cube)?;
-    let bytes = w
-        .into_inner()
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    Ok((bytes, n))
-}
-
-fn write_day<W: Write>(w: &mut csv::Writer<W>, day: NaiveDate, cube: &Cube) -> io::Result<u64> {
-    write_rows(w, day, cube.sorted_cells())
+fn format_day(day: NaiveDate, cube: &Cube) -> (Vec<u8>, u64) {
+    let mut out = Vec::with_capacity(cube.len() * 64);
+    let n = write_rows(&mut out, day, cube.sorted_cells());
+    (out, n)
 }
 
 /// One day's cells in the cube CSV form of the contract, header included, ordered by cuboid and
@@ -630,41 +623,65 @@ pub fn day_csv(day: NaiveDate, cells: &[(Dims, Cell)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 * (cells.len() + 1));
     out.extend_from_slice(CUBE_CSV_HEADER.as_bytes());
     out.push(b'\n');
-    let mut w = csv::WriterBuilder::new().from_writer(out);
-    // Writing into memory cannot fail.
-    let _ = write_rows(&mut w, day, sorted);
-    w.into_inner().unwrap_or_default()
+    write_rows(&mut out, day, sorted);
+    out
 }
 
-fn write_rows<'a, W: Write>(
-    w: &mut csv::Writer<W>,
+/// Appends cells as rows of the cube CSV, the way the `csv` crate's default writer does (`\n`
+/// line ends, a field quoted only when it must be, quotes doubled inside), without its
+/// per-field state machine: only the two free-text fields can need quotes, and the numbers are
+/// formatted straight into the buffer. Returns how many rows.
+fn write_rows<'a>(
+    out: &mut Vec<u8>,
     day: NaiveDate,
     cells: impl IntoIterator<Item = (DimsRef<'a>, &'a Cell)>,
-) -> io::Result<u64> {
+) -> u64 {
     let day = day.format("%Y-%m-%d").to_string();
+    // Decides quoting exactly as the writer the rows used to go through.
+    let quoting = csv_core::Writer::new();
+    let text = |out: &mut Vec<u8>, field: &str| {
+        if quoting.should_quote(field.as_bytes()) {
+            out.push(b'"');
+            for (i, part) in field.split('"').enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b"\"\"");
+                }
+                out.extend_from_slice(part.as_bytes());
+            }
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(field.as_bytes());
+        }
+    };
+    let mut num = itoa::Buffer::new();
     let mut n = 0;
-    let mut nums: [itoa::Buffer; 7] = Default::default();
     for (dims, cell) in cells {
         let m = &cell.measures;
-        let [a, b, c, d, e, f, g] = &mut nums;
-        w.write_record([
-            day.as_str(),
-            dims.country.as_ref().map_or("", |c| c.as_str()),
-            dims.device.map_or("", |d| d.as_str()),
-            dims.genre.unwrap_or(""),
-            dims.content_id.unwrap_or(""),
-            a.format(m.plays),
-            b.format(m.watch_seconds),
-            c.format(m.completed),
-            d.format(m.buffering_ms),
-            e.format(m.bitrate_sum),
-            f.format(m.bitrate_count),
-            g.format(cell.viewers.estimate()),
-        ])
-        .map_err(io::Error::from)?;
+        out.extend_from_slice(day.as_bytes());
+        out.push(b',');
+        out.extend_from_slice(dims.country.as_ref().map_or("", |c| c.as_str()).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(dims.device.map_or("", |d| d.as_str()).as_bytes());
+        out.push(b',');
+        text(out, dims.genre.unwrap_or(""));
+        out.push(b',');
+        text(out, dims.content_id.unwrap_or(""));
+        for v in [
+            m.plays,
+            m.watch_seconds,
+            m.completed,
+            m.buffering_ms,
+            m.bitrate_sum,
+            m.bitrate_count,
+            cell.viewers.estimate(),
+        ] {
+            out.push(b',');
+            out.extend_from_slice(num.format(v).as_bytes());
+        }
+        out.push(b'\n');
         n += 1;
     }
-    Ok(n)
+    n
 }
 
 #[cfg(test)]
@@ -806,6 +823,52 @@ mod tests {
                 cube_many == cube_one,
                 "{workers} workers give the same cube, in the same order"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// The rows are byte for byte what the `csv` crate's default writer makes of the same
+        /// fields, whatever the texts hold (delimiters, quotes, line breaks, non-ASCII).
+        #[test]
+        fn rows_are_written_as_the_csv_crate_writes_them(
+            texts in proptest::collection::vec(
+                (proptest::option::of("[a-z,\"\r\n #é]{0,8}"), proptest::option::of("[a-z0-9,\"\n:]{0,8}")),
+                0..12,
+            ),
+            counts in proptest::collection::vec(0..u64::MAX, 6),
+        ) {
+            let day = NaiveDate::from_ymd_opt(2026, 11, 4).expect("date");
+            let mut cell = Cell::default();
+            let m = &mut cell.measures;
+            (m.plays, m.watch_seconds, m.completed) = (counts[0], counts[1], counts[2]);
+            (m.buffering_ms, m.bitrate_sum, m.bitrate_count) = (counts[3], counts[4], counts[5]);
+            cell.viewers.insert(counts[0]);
+            let rows: Vec<(DimsRef<'_>, &Cell)> = texts
+                .iter()
+                .map(|(genre, content)| {
+                    let dims = DimsRef {
+                        country: crate::event::Country::parse("BR").ok(),
+                        device: None,
+                        genre: genre.as_deref(),
+                        content_id: content.as_deref(),
+                    };
+                    (dims, &cell)
+                })
+                .collect();
+            let mut ours = Vec::new();
+            proptest::prop_assert_eq!(write_rows(&mut ours, day, rows.iter().copied()), rows.len() as u64);
+            let mut theirs = csv::Writer::from_writer(Vec::new());
+            for (dims, cell) in &rows {
+                let m = &cell.measures;
+                let numbers = [m.plays, m.watch_seconds, m.completed, m.buffering_ms, m.bitrate_sum,
+                    m.bitrate_count, cell.viewers.estimate()].map(|v| v.to_string());
+                let mut record = vec!["2026-11-04", "BR", "", dims.genre.unwrap_or(""),
+                    dims.content_id.unwrap_or("")];
+                record.extend(numbers.iter().map(String::as_str));
+                theirs.write_record(&record).expect("write");
+            }
+            let theirs = theirs.into_inner().expect("flush");
+            proptest::prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
         }
     }
 
