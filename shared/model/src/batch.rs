@@ -666,15 +666,7 @@ fn write_rows<'a>(
         text(out, dims.genre.unwrap_or(""));
         out.push(b',');
         text(out, dims.content_id.unwrap_or(""));
-        for v in [
-            m.plays,
-            m.watch_seconds,
-            m.completed,
-            m.buffering_ms,
-            m.bitrate_sum,
-            m.bitrate_count,
-            cell.viewers.estimate(),
-        ] {
+        for v in m.values().into_iter().chain([cell.viewers.estimate()]) {
             out.push(b',');
             out.extend_from_slice(num.format(v).as_bytes());
         }
@@ -859,9 +851,8 @@ mod tests {
             proptest::prop_assert_eq!(write_rows(&mut ours, day, rows.iter().copied()), rows.len() as u64);
             let mut theirs = csv::Writer::from_writer(Vec::new());
             for (dims, cell) in &rows {
-                let m = &cell.measures;
-                let numbers = [m.plays, m.watch_seconds, m.completed, m.buffering_ms, m.bitrate_sum,
-                    m.bitrate_count, cell.viewers.estimate()].map(|v| v.to_string());
+                let numbers: Vec<String> = cell.measures.values().into_iter()
+                    .chain([cell.viewers.estimate()]).map(|v| v.to_string()).collect();
                 let mut record = vec!["2026-11-04", "BR", "", dims.genre.unwrap_or(""),
                     dims.content_id.unwrap_or("")];
                 record.extend(numbers.iter().map(String::as_str));

@@ -87,14 +87,7 @@ pub fn encode_cells<C: Borrow<(Dims, Cell)>>(cells: &[C]) -> Vec<u8> {
         put_text(&mut out, d.genre.as_deref());
         put_text(&mut out, d.content_id.as_deref());
         let m = &c.measures;
-        for v in [
-            m.plays,
-            m.watch_seconds,
-            m.completed,
-            m.buffering_ms,
-            m.bitrate_sum,
-            m.bitrate_count,
-        ] {
+        for v in m.values() {
             put_varint(&mut out, v);
         }
         sketch.clear();

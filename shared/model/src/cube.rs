@@ -231,6 +231,19 @@ pub struct Measures {
 }
 
 impl Measures {
+    /// The measures in the order of the contract's columns (plays, watch_seconds, completed,
+    /// buffering_ms, bitrate_sum, bitrate_count).
+    pub fn values(&self) -> [u64; 6] {
+        [
+            self.plays,
+            self.watch_seconds,
+            self.completed,
+            self.buffering_ms,
+            self.bitrate_sum,
+            self.bitrate_count,
+        ]
+    }
+
     #[inline]
     pub fn add(&mut self, f: &Fact) {
         self.plays += 1;
