@@ -2,7 +2,9 @@
 //! per-row viewer index) opens with its events intact, found by id, hour and viewer, and
 //! deduplicating as before; one written before gold blocks were split by country keeps its cube
 //! readable, whole and by country; one with a unique index on `event_id` (versions 2 and 3)
-//! gets its ids into the index written in sorted passes, and deduplicates as before.
+//! gets its ids into the index written in sorted passes, and deduplicates as before; one whose
+//! viewer index is keyed by whole pseudonyms (versions 2 to 4) has it re-keyed by their prefix,
+//! and finds each viewer's events, even two viewers whose pseudonyms share the prefix.
 
 use chrono::NaiveDate;
 use rusqlite::{Connection, params};
@@ -114,7 +116,7 @@ async fn a_first_layout_store_is_migrated_on_open() {
     let version: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let tables: Vec<String> = c
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .expect("sql")
@@ -262,4 +264,145 @@ async fn a_version_3_store_moves_its_ids_to_the_sorted_index() {
         )
         .expect("index");
     assert_eq!((indexed, through), (49, 50));
+}
+
+/// Version 4's tables that version 5 changes or depends on: the viewer index keyed by the whole
+/// pseudonym, the id index and its bookkeeping.
+const VERSION_4_SILVER: &str = "
+CREATE TABLE silver_events (
+    seq            INTEGER PRIMARY KEY,
+    event_id       TEXT NOT NULL,
+    hour           INTEGER NOT NULL,
+    occurred_at_ms INTEGER NOT NULL,
+    viewer         BLOB NOT NULL,
+    content_id     TEXT NOT NULL,
+    device         TEXT NOT NULL,
+    country        TEXT NOT NULL,
+    watch_seconds  INTEGER NOT NULL,
+    bitrate_kbps   INTEGER,
+    buffering_ms   INTEGER,
+    completed      INTEGER NOT NULL,
+    origin         TEXT NOT NULL
+);
+CREATE INDEX silver_by_hour ON silver_events(hour);
+CREATE TABLE silver_ids (
+    event_id TEXT PRIMARY KEY,
+    seq      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE silver_meta (
+    id               INTEGER PRIMARY KEY CHECK (id = 0),
+    indexed_through  INTEGER NOT NULL,
+    last_seq         INTEGER NOT NULL,
+    deletions        INTEGER NOT NULL
+);
+CREATE TABLE silver_viewers (
+    hour   INTEGER NOT NULL,
+    viewer BLOB NOT NULL,
+    seq    INTEGER NOT NULL,
+    PRIMARY KEY (hour, viewer, seq)
+) WITHOUT ROWID;
+CREATE TABLE silver_changes (
+    hour    INTEGER PRIMARY KEY,
+    counter INTEGER NOT NULL,
+    acked   INTEGER NOT NULL DEFAULT 0
+);
+PRAGMA user_version = 4;
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_4_viewer_index_is_keyed_by_prefix() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("streamcube.db");
+    // Two viewers whose pseudonyms share their first 8 bytes.
+    let (one, two) = (viewer(1), {
+        let mut v = viewer(2);
+        v[..8].copy_from_slice(&viewer(1)[..8]);
+        v
+    });
+    {
+        let c = Connection::open(&db).expect("db");
+        c.pragma_update(None, "journal_mode", "WAL").expect("wal");
+        c.execute_batch(VERSION_4_SILVER).expect("version 4");
+        // 40 events of one consolidated (acknowledged, indexed) hour, every other one of
+        // each viewer.
+        for i in 0..40_i64 {
+            let who = if i % 2 == 0 { one } else { two };
+            c.execute(
+                "INSERT INTO silver_events VALUES (?1, ?2, ?3, ?4, ?5, 'c1', 'tv', 'BR', 60, 3000, NULL, 1, 'bronze/a.csv#v1:2')",
+                params![i + 1, format!("e{i:04}"), HOUR, HOUR * 3_600_000 + i, &who[..]],
+            )
+            .expect("row");
+            c.execute(
+                "INSERT INTO silver_ids VALUES (?1, ?2)",
+                params![format!("e{i:04}"), i + 1],
+            )
+            .expect("id");
+            c.execute(
+                "INSERT INTO silver_viewers VALUES (?1, ?2, ?3)",
+                params![HOUR, &who[..], i + 1],
+            )
+            .expect("viewer index");
+        }
+        c.execute_batch(&format!(
+            "INSERT INTO silver_meta VALUES (0, 40, 40, 0);
+             INSERT INTO silver_changes VALUES ({HOUR}, 1, 1);"
+        ))
+        .expect("bookkeeping");
+    }
+    let backend = EmbeddedBackend::open(dir.path()).expect("the old store opens");
+    let silver = backend.stores().silver;
+    let ids_of = |parity: i64| -> Vec<String> {
+        (0..40_i64)
+            .filter(|i| i % 2 == parity)
+            .map(|i| format!("e{i:04}"))
+            .collect()
+    };
+    let found = |events: Vec<(String, i64)>| -> Vec<String> {
+        let mut ids: Vec<String> = events.into_iter().map(|(id, _)| id).collect();
+        ids.sort();
+        ids
+    };
+    let one = Pseudonym::from_bytes(one);
+    let two = Pseudonym::from_bytes(two);
+    assert_eq!(
+        found(silver.viewer_events(&one).await.expect("one")),
+        ids_of(0)
+    );
+    assert_eq!(
+        found(silver.viewer_events(&two).await.expect("two")),
+        ids_of(1)
+    );
+    // The ids came through as they were: a replay is recognised, a deletion unindexes.
+    let stored = silver.hour_events(HOUR).await.expect("hour")[0].clone();
+    assert_eq!(
+        silver.put_new(&[stored]).await.expect("put"),
+        [PutOutcome::AlreadyStored]
+    );
+    assert_eq!(silver.delete(&["e0000".into()]).await.expect("delete"), 1);
+    assert_eq!(
+        found(silver.viewer_events(&one).await.expect("one")),
+        ids_of(0)[1..]
+    );
+    drop(silver);
+    drop(backend);
+
+    let c = Connection::open(&db).expect("db");
+    let (version, rows, keys): (i64, i64, i64) = c
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version),
+                    (SELECT count(*) FROM silver_viewers),
+                    (SELECT count(DISTINCT viewer_prefix) FROM silver_viewers)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("index");
+    assert_eq!((version, rows, keys), (5, 39, 1));
+    let tables: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'silver_viewers_v4'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("tables");
+    assert_eq!(tables, 0);
 }
