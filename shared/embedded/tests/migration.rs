@@ -176,8 +176,9 @@ async fn unsplit_gold_blocks_stay_readable_after_the_split() {
     assert_eq!(parts, [vec![(7, 0)], split].concat());
 }
 
-/// Version 3's silver tables: a unique index on `event_id`.
-const VERSION_3_SILVER: &str = "
+/// The silver tables of versions 2 to 4: an append-ordered table, its viewer index keyed by the
+/// whole pseudonym.
+const SEQ_SILVER: &str = "
 CREATE TABLE silver_events (
     seq            INTEGER PRIMARY KEY,
     event_id       TEXT NOT NULL,
@@ -193,7 +194,6 @@ CREATE TABLE silver_events (
     completed      INTEGER NOT NULL,
     origin         TEXT NOT NULL
 );
-CREATE UNIQUE INDEX silver_by_id ON silver_events(event_id);
 CREATE INDEX silver_by_hour ON silver_events(hour);
 CREATE TABLE silver_viewers (
     hour   INTEGER NOT NULL,
@@ -206,6 +206,11 @@ CREATE TABLE silver_changes (
     counter INTEGER NOT NULL,
     acked   INTEGER NOT NULL DEFAULT 0
 );
+";
+
+/// Version 3: a unique index on `event_id`.
+const VERSION_3_SILVER: &str = "
+CREATE UNIQUE INDEX silver_by_id ON silver_events(event_id);
 PRAGMA user_version = 3;
 ";
 
@@ -216,6 +221,7 @@ async fn a_version_3_store_moves_its_ids_to_the_sorted_index() {
     {
         let c = Connection::open(&db).expect("db");
         c.pragma_update(None, "journal_mode", "WAL").expect("wal");
+        c.execute_batch(SEQ_SILVER).expect("silver");
         c.execute_batch(VERSION_3_SILVER).expect("version 3");
         for i in 0..50_i64 {
             c.execute(
@@ -266,25 +272,8 @@ async fn a_version_3_store_moves_its_ids_to_the_sorted_index() {
     assert_eq!((indexed, through), (49, 50));
 }
 
-/// Version 4's tables that version 5 changes or depends on: the viewer index keyed by the whole
-/// pseudonym, the id index and its bookkeeping.
+/// Version 4: the id index written in sorted passes, and its bookkeeping.
 const VERSION_4_SILVER: &str = "
-CREATE TABLE silver_events (
-    seq            INTEGER PRIMARY KEY,
-    event_id       TEXT NOT NULL,
-    hour           INTEGER NOT NULL,
-    occurred_at_ms INTEGER NOT NULL,
-    viewer         BLOB NOT NULL,
-    content_id     TEXT NOT NULL,
-    device         TEXT NOT NULL,
-    country        TEXT NOT NULL,
-    watch_seconds  INTEGER NOT NULL,
-    bitrate_kbps   INTEGER,
-    buffering_ms   INTEGER,
-    completed      INTEGER NOT NULL,
-    origin         TEXT NOT NULL
-);
-CREATE INDEX silver_by_hour ON silver_events(hour);
 CREATE TABLE silver_ids (
     event_id TEXT PRIMARY KEY,
     seq      INTEGER NOT NULL
@@ -294,17 +283,6 @@ CREATE TABLE silver_meta (
     indexed_through  INTEGER NOT NULL,
     last_seq         INTEGER NOT NULL,
     deletions        INTEGER NOT NULL
-);
-CREATE TABLE silver_viewers (
-    hour   INTEGER NOT NULL,
-    viewer BLOB NOT NULL,
-    seq    INTEGER NOT NULL,
-    PRIMARY KEY (hour, viewer, seq)
-) WITHOUT ROWID;
-CREATE TABLE silver_changes (
-    hour    INTEGER PRIMARY KEY,
-    counter INTEGER NOT NULL,
-    acked   INTEGER NOT NULL DEFAULT 0
 );
 PRAGMA user_version = 4;
 ";
@@ -322,6 +300,7 @@ async fn a_version_4_viewer_index_is_keyed_by_prefix() {
     {
         let c = Connection::open(&db).expect("db");
         c.pragma_update(None, "journal_mode", "WAL").expect("wal");
+        c.execute_batch(SEQ_SILVER).expect("silver");
         c.execute_batch(VERSION_4_SILVER).expect("version 4");
         // 40 events of one consolidated (acknowledged, indexed) hour, every other one of
         // each viewer.
