@@ -135,9 +135,9 @@ const SCHEMA_VERSION: i64 = 5;
 /// Creates the schema in a new file, or brings an older file to the current layout, in one
 /// transaction. Silver of the first layout is copied in hour order, every copied row in the
 /// viewer index; the viewer index of versions 2 to 4 (keyed by the whole pseudonym) is copied
-/// with its keys cut to their prefix. Gold blocks written before version 3 keep one block per cuboid, as part 0:
-/// a read by country reads part 0 too and filters its cells, so they stay readable until their
-/// day is consolidated again. The check is repeated under the write lock, so that two
+/// with its keys cut to their prefix. Gold blocks written before version 3 keep one block per
+/// cuboid, as part 0: a read by country reads part 0 too and filters its cells, so they stay
+/// readable until their day is consolidated again. The check is repeated under the write lock, so that two
 /// processes opening the same old file migrate it once.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
