@@ -5,7 +5,6 @@
 //! (`day` or `hour`) and `hour`; a rolled-up dimension is null. The day itself is the partition
 //! (`gold/cube/day=YYYY-MM-DD/`), not a column.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,6 +16,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::ColumnPath;
+use rustc_hash::FxHashMap;
 use streamcube_model::cube::{Cell, Dims};
 use streamcube_model::event::{Country, Device};
 
@@ -57,14 +57,44 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The shared buffer of a text (see [`DayParquet`]).
-fn text(texts: &mut HashMap<Box<str>, ByteArray>, t: &str) -> ByteArray {
-    if let Some(b) = texts.get(t) {
-        return b.clone();
+/// Each distinct text of a file as one shared buffer (see [`DayParquet`]): countries and
+/// devices by their codes, other texts through a map.
+#[derive(Default)]
+struct Texts {
+    countries: Vec<Option<ByteArray>>,
+    devices: [Option<ByteArray>; Device::ALL.len()],
+    others: FxHashMap<Box<str>, ByteArray>,
+}
+
+fn shared(t: &str) -> ByteArray {
+    ByteArray::from(Bytes::copy_from_slice(t.as_bytes()))
+}
+
+impl Texts {
+    fn country(&mut self, c: Country) -> ByteArray {
+        let i = usize::from(c.code());
+        if self.countries.len() <= i {
+            self.countries.resize(i + 1, None);
+        }
+        self.countries[i]
+            .get_or_insert_with(|| shared(c.as_str()))
+            .clone()
     }
-    let b = ByteArray::from(Bytes::copy_from_slice(t.as_bytes()));
-    texts.insert(t.into(), b.clone());
-    b
+
+    fn device(&mut self, d: Device) -> ByteArray {
+        self.devices[usize::from(d.code())]
+            .get_or_insert_with(|| shared(d.as_str()))
+            .clone()
+    }
+
+    fn other(&mut self, t: &str) -> ByteArray {
+        if let Some(b) = self.others.get(t) {
+            return b.clone();
+        }
+        let b = shared(t);
+        self.others.insert(t.into(), b.clone());
+        b
+    }
 }
 
 /// A day's Parquet export (Snappy-compressed), written a level at a time: the hours as they
@@ -74,7 +104,7 @@ pub struct DayParquet {
     writer: SerializedFileWriter<Vec<u8>>,
     /// Values repeat a lot (a few levels, countries, devices, genres, some thousands of titles):
     /// each distinct text becomes one shared buffer, and every row a reference to it.
-    texts: HashMap<Box<str>, ByteArray>,
+    texts: Texts,
 }
 
 impl DayParquet {
@@ -93,14 +123,14 @@ impl DayParquet {
         );
         Ok(DayParquet {
             writer: SerializedFileWriter::new(Vec::new(), schema, props)?,
-            texts: HashMap::new(),
+            texts: Texts::default(),
         })
     }
 
     /// Appends the cells of one level: an hour of the day, or the day itself (`None`).
     pub fn add(&mut self, hour: Option<u8>, cells: &[(Dims, Cell)]) -> Result<(), ParquetError> {
         let DayParquet { writer, texts } = self;
-        let level = text(texts, if hour.is_some() { "hour" } else { "day" });
+        let level = texts.other(if hour.is_some() { "hour" } else { "day" });
         for group in cells.chunks(ROW_GROUP) {
             let mut rg = writer.next_row_group()?;
             let mut column = 0;
@@ -120,15 +150,13 @@ impl DayParquet {
                         let mut d = Vec::with_capacity(group.len());
                         for (dims, _) in group {
                             let t = match column {
-                                2 => dims.country.as_ref().map(Country::as_str),
-                                3 => dims.device.map(Device::as_str),
-                                4 => dims.genre.as_deref(),
-                                _ => dims.content_id.as_deref(),
+                                2 => dims.country.map(|c| texts.country(c)),
+                                3 => dims.device.map(|d| texts.device(d)),
+                                4 => dims.genre.as_deref().map(|t| texts.other(t)),
+                                _ => dims.content_id.as_deref().map(|t| texts.other(t)),
                             };
                             d.push(i16::from(t.is_some()));
-                            if let Some(t) = t {
-                                v.push(text(texts, t));
-                            }
+                            v.extend(t);
                         }
                         col.typed::<ByteArrayType>()
                             .write_batch(&v, Some(&d), None)?;
@@ -183,6 +211,62 @@ mod tests {
             },
             ..Cell::default()
         }
+    }
+
+    /// Texts are shared buffers, kept per country and device code and per other text across
+    /// levels: every row still reads back its own cell's values.
+    #[test]
+    fn every_row_has_its_own_texts() {
+        let countries = ["BR", "US", "PT", "AD", "ZW"];
+        let mut levels = Vec::new();
+        for (l, hour) in [Some(0), Some(23), None].into_iter().enumerate() {
+            let cells = (0..40_usize)
+                .map(|i| {
+                    let dims = Dims {
+                        country: (i % 6 != 5)
+                            .then(|| countries[(i + l) % 5].parse().expect("country")),
+                        device: Device::ALL.get((i + 2 * l) % 6).copied(),
+                        genre: (i % 4 != 0).then(|| format!("genre-{}", (i + l) % 3).into()),
+                        content_id: (i % 3 != 0).then(|| format!("c{}", (i * 7 + l) % 11).into()),
+                    };
+                    (dims, cell(i as u64 + 1))
+                })
+                .collect::<Vec<(Dims, Cell)>>();
+            levels.push((hour, cells));
+        }
+        let mut file = DayParquet::new().expect("a writer");
+        for (hour, cells) in &levels {
+            file.add(*hour, cells).expect("a level");
+        }
+        let bytes = file.finish().expect("encodes");
+        let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).expect("a parquet file");
+        let text = |f: &Field| match f {
+            Field::Str(s) => Some(s.clone()),
+            Field::Null => None,
+            other => panic!("not a text: {other:?}"),
+        };
+        let got: Vec<[Option<String>; 4]> = reader
+            .get_row_iter(None)
+            .expect("rows")
+            .map(|r| {
+                let r = r.expect("row");
+                let f: Vec<Field> = r.get_column_iter().map(|(_, f)| f.clone()).collect();
+                [text(&f[2]), text(&f[3]), text(&f[4]), text(&f[5])]
+            })
+            .collect();
+        let want: Vec<[Option<String>; 4]> = levels
+            .iter()
+            .flat_map(|(_, cells)| cells.iter())
+            .map(|(d, _)| {
+                [
+                    d.country.map(|c| c.as_str().to_owned()),
+                    d.device.map(|v| v.as_str().to_owned()),
+                    d.genre.as_deref().map(str::to_owned),
+                    d.content_id.as_deref().map(str::to_owned),
+                ]
+            })
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
