@@ -1422,17 +1422,27 @@ mod tests {
         (ids, mismatched == 0)
     }
 
-    /// The log is copied into the database file by the checkpoint thread while the store stays
-    /// open (the writing connection's automatic checkpoint is off, so nothing else copies it),
-    /// and the store leaves no log behind when it is dropped.
-    #[test]
-    fn the_log_is_checkpointed_beside_the_writer() {
+    /// A runtime, a temporary directory and the database path inside it.
+    fn scratch() -> (
+        tokio::runtime::Runtime,
+        tempfile::TempDir,
+        std::path::PathBuf,
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("streamcube.db");
+        (rt, dir, path)
+    }
+
+    /// The log is copied into the database file by the checkpoint thread while the store stays
+    /// open (the writing connection's automatic checkpoint is off, so nothing else copies it),
+    /// and the store leaves no log behind when it is dropped.
+    #[test]
+    fn the_log_is_checkpointed_beside_the_writer() {
+        let (rt, dir, path) = scratch();
         let wal = dir.path().join("streamcube.db-wal");
         let store = SqliteStore::open_checkpointing_at(&path, 16).expect("open");
         let file_len = || std::fs::metadata(&path).map_or(0, |m| m.len());
@@ -1476,12 +1486,7 @@ mod tests {
     /// events are found through the index once the hour is acknowledged.
     #[test]
     fn an_hour_larger_than_one_insert_is_indexed_whole() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("streamcube.db");
+        let (rt, _dir, path) = scratch();
         let store = SqliteStore::open(&path).expect("open");
         let batch = |from: u32, to: u32| -> Vec<SilverEvent> {
             (from..to)
