@@ -1017,32 +1017,25 @@ fn index_hour_viewers(tx: &rusqlite::Transaction<'_>, hour: i64) -> StoreResult<
     rows.sort_unstable();
     // Many rows per statement: one step inserts them all, where a statement per row paid
     // SQLite's per-statement work (bind, step, reset) for each of an hour's 100,000 rows.
-    let full = rows.chunks_exact(VIEWER_ROWS_PER_INSERT);
-    let rest = full.remainder();
     static FULL_INSERT: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| viewer_insert_sql(VIEWER_ROWS_PER_INSERT));
-    let insert_all = |chunk: &[([u8; 8], i64)]| -> StoreResult<()> {
+    for chunk in rows.chunks(VIEWER_ROWS_PER_INSERT) {
         let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + 2 * chunk.len());
         values.push(&hour);
         for (prefix, seq) in chunk {
             values.push(prefix);
             values.push(seq);
         }
-        let sql = if chunk.len() == VIEWER_ROWS_PER_INSERT {
-            std::borrow::Cow::Borrowed(FULL_INSERT.as_str())
+        // The last, shorter chunk's statement is used once: not worth a place in the cache.
+        let params = values.as_slice();
+        if chunk.len() == VIEWER_ROWS_PER_INSERT {
+            tx.prepare_cached(&FULL_INSERT)
+                .and_then(|mut s| s.execute(params))
         } else {
-            std::borrow::Cow::Owned(viewer_insert_sql(chunk.len()))
-        };
-        tx.prepare_cached(&sql)
-            .and_then(|mut s| s.execute(values.as_slice()))
-            .map_err(sql_err)?;
-        Ok(())
-    };
-    for chunk in full {
-        insert_all(chunk)?;
-    }
-    if !rest.is_empty() {
-        insert_all(rest)?;
+            tx.prepare(&viewer_insert_sql(chunk.len()))
+                .and_then(|mut s| s.execute(params))
+        }
+        .map_err(sql_err)?;
     }
     Ok(())
 }
