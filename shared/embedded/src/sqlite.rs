@@ -4,12 +4,12 @@
 //! other processes read while one writes, and a busy timeout makes writers queue; a write that
 //! still finds the database locked surfaces as [`StoreError::Throttled`].
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
+use foldhash::{HashMap, HashMapExt};
 use rusqlite::{Connection, OptionalExtension, params};
 use streamcube_model::catalog::{Catalog, CatalogEntry};
 

@@ -22,10 +22,11 @@
 //! all parts. A part that is retried redoes exactly that part: its rows are recognised by their
 //! origin and its quarantine object is rewritten whole.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use foldhash::{HashSet, HashSetExt};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
