@@ -354,12 +354,16 @@ impl RecentIds {
         if self.by_id.len() < self.flush_at {
             return Ok(None);
         }
-        let mut ids: Vec<(&str, i64)> = self.by_id.iter().map(|(k, &v)| (k.as_str(), v)).collect();
+        let mut ids: Vec<(u64, &str, i64)> = self
+            .by_id
+            .iter()
+            .map(|(k, &v)| (id_prefix(k), k.as_str(), v))
+            .collect();
         ids.sort_unstable();
         let mut insert = tx
             .prepare_cached("INSERT INTO silver_ids (event_id, seq) VALUES (?1, ?2)")
             .map_err(sql_err)?;
-        for (id, seq) in ids {
+        for (_, id, seq) in ids {
             // A duplicate here would be a broken invariant: it fails the transaction.
             insert.execute(params![id, seq]).map_err(sql_err)?;
         }
@@ -375,6 +379,16 @@ impl RecentIds {
         self.by_id.clear();
         self.indexed_through = through;
     }
+}
+
+/// The first 8 bytes of an event id, zero-padded, as a big-endian number. Ordering by it and
+/// then by the whole id is the ids' own byte order (SQLite's for text), with most comparisons
+/// settled by the number instead of by reading two strings through their pointers.
+fn id_prefix(id: &str) -> u64 {
+    let mut bytes = [0; 8];
+    let n = id.len().min(8);
+    bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+    u64::from_be_bytes(bytes)
 }
 
 /// SQLite adapter for silver, gold, catalog, ledger and the change feed.
@@ -750,10 +764,14 @@ impl SilverStore for SqliteStore {
                     .map_err(sql_err)?;
                 let mut indexed = tx.prepare_cached(RecentIds::INDEXED).map_err(sql_err)?;
                 // In id order, so that the lookups walk the index from left to right instead of
-                // at random; the sort is stable, so the first of repeated ids still wins.
-                let mut order: Vec<usize> = (0..events.len()).collect();
-                order.sort_by(|&a, &b| events[a].event_id.cmp(&events[b].event_id));
-                for i in order {
+                // at random; repeated ids stay in input order, so the first of them wins.
+                let mut order: Vec<(u64, &str, usize)> = events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (id_prefix(&e.event_id), e.event_id.as_str(), i))
+                    .collect();
+                order.sort_unstable();
+                for (_, _, i) in order {
                     let e = &events[i];
                     if added.contains_key(e.event_id.as_str()) {
                         continue;
@@ -1532,6 +1550,19 @@ mod tests {
                 .collect();
             assert!(!want.is_empty());
             assert_eq!(found, want, "viewer {v}");
+        }
+    }
+
+    proptest! {
+        /// Ids that share prefixes, end within or after the first 8 bytes, hold zero bytes or
+        /// characters of several bytes.
+        #[test]
+        fn ordering_by_prefix_first_is_the_ids_order(ids in prop::collection::vec("[ab\\x00\u{e9}\u{1F600}]{0,11}", 0..60)) {
+            let mut by_prefix: Vec<(u64, &str)> = ids.iter().map(|i| (id_prefix(i), i.as_str())).collect();
+            by_prefix.sort_unstable();
+            let mut plain: Vec<&str> = ids.iter().map(String::as_str).collect();
+            plain.sort_unstable();
+            prop_assert_eq!(by_prefix.into_iter().map(|(_, i)| i).collect::<Vec<_>>(), plain);
         }
     }
 
