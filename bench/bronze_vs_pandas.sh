@@ -36,7 +36,7 @@
 # and numpy from PyPI, keeps generated data in bench/out/data-bronze-*/ (reused when present)
 # and results in bench/out/results-bronze-*/ (the last run's streamcube data directory,
 # pandas database, quarantines and reports, kept for inspection: with --big they take about
-# 10 GB); bench/out/bronze-last-run.txt is a copy of the output. Both folders are gitignored.
+# 12 GB); bench/out/bronze-last-run.txt is a copy of the output. Both folders are gitignored.
 # Peak RSS comes from wait4() on each measured process (bench/cube_vs_duckdb.py measure); the
 # pandas process includes the Python interpreter, pandas and numpy (about 70 MiB). Both tools
 # open SQLite with mmap_size = 1 GiB, so both RSS figures also count the database pages read
