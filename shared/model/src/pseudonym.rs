@@ -293,11 +293,6 @@ impl Pseudonymizer {
         &self.keys[self.index_at(occurred_at_ms)].1
     }
 
-    /// Whether one key pseudonymizes every event (no rotation configured).
-    pub fn is_single_key(&self) -> bool {
-        self.keys.len() == 1
-    }
-
     /// The pseudonym of `viewer_id` in an event that occurred at `occurred_at_ms`.
     pub fn pseudonymize(&self, viewer_id: &str, occurred_at_ms: i64) -> Pseudonym {
         Self::mac(&self.keys[self.index_at(occurred_at_ms)].2, viewer_id)
@@ -398,7 +393,6 @@ mod tests {
         let k1 = Pseudonymizer::new(&PseudonymKey::from_hex("k1", &"11".repeat(32)).expect("k1"));
         let k2 = Pseudonymizer::new(&PseudonymKey::from_hex("k2", &"22".repeat(32)).expect("k2"));
         let p = Pseudonymizer::from_ring(&ring);
-        assert!(!p.is_single_key());
         // The last hour before the rotation day keeps the old key, whenever it arrives.
         let before = ms("2026-12-31", 23);
         let after = ms("2027-01-01", 0);
