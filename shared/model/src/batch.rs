@@ -492,8 +492,15 @@ fn day_cube(
 ) -> Cube {
     // Facts of one title, country and device land in the same base cells: in that order, the
     // cells a fact touches are mostly in cache already.
-    facts.sort_unstable_by_key(|f| (f.content, f.country, f.device));
-    let mut cube = Cube::with_capacity(set, facts.len());
+    // One integer per comparison: content, then country code (< 676), then device code (< 8).
+    facts.sort_unstable_by_key(|f| {
+        (u64::from(f.content) << 16)
+            | (u64::from(f.country.code()) << 3)
+            | u64::from(f.device.code())
+    });
+    // A full cube of this data has about 1.4 cells per event: room for them all up front spares
+    // copying the cells into a vector twice as large half way.
+    let mut cube = Cube::with_capacity(set, facts.len() + facts.len() / 2);
     let mut genre_map = vec![u32::MAX; genres.len()];
     let mut content_map = vec![u32::MAX; contents.len()];
     for f in facts.iter_mut() {

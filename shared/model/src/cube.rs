@@ -537,7 +537,7 @@ impl Cube {
     /// the cells of the largest cuboids (those no other cuboid of the set contains); every other
     /// cuboid is then rolled up from its smallest parent already built. A coarse cell thus merges
     /// a few parent cells instead of being updated by each of its events, and the roll-up reads
-    /// its parent in order and writes to a table that is small next to it.
+    /// its parent in order and looks its cells up in an index that is small next to it.
     pub fn add_all(&mut self, facts: &[Fact]) {
         if facts.is_empty() {
             return;
@@ -580,17 +580,26 @@ impl Cube {
                     }
                 }
                 Some(range) => {
-                    let mut child = Table::default();
-                    for (key, cell) in &out.cells[range] {
-                        child.cell_mut(key & mask).merge(cell);
+                    // The child's cells are appended after every parent, behind an index of
+                    // their own while they are built (small, so its probes stay in cache); its
+                    // keys join the shared index once the cuboid is done.
+                    let mut child: FxHashMap<u64, u32> = FxHashMap::default();
+                    for i in range {
+                        let key = out.cells[i].0 & mask;
+                        let next = out.cells.len();
+                        let j = *child
+                            .entry(key)
+                            .or_insert_with(|| u32::try_from(next).unwrap_or(u32::MAX))
+                            as usize;
+                        if j == next {
+                            out.cells.push((key, Cell::default()));
+                        }
+                        // Parents lie before `start`, the child's cells from it on.
+                        let (parents, cells) = out.cells.split_at_mut(start);
+                        cells[j - start].1.merge(&parents[i].1);
                     }
-                    out.cells.reserve(child.len());
                     out.index.reserve(child.len());
-                    for (key, cell) in child.cells {
-                        let i = u32::try_from(out.cells.len()).unwrap_or(u32::MAX);
-                        out.index.insert(key, i);
-                        out.cells.push((key, cell));
-                    }
+                    out.index.extend(child);
                 }
             }
             // Inserts and roll-ups leave sketches with unsorted tails; sort them once here
