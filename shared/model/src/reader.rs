@@ -404,7 +404,7 @@ fn skip_to_line_end(src: &mut Source<'_>) -> io::Result<bool> {
 }
 
 fn count_newlines(b: &[u8]) -> u64 {
-    b.iter().filter(|&&c| c == b'\n').count() as u64
+    memchr::memchr_iter(b'\n', b).count() as u64
 }
 
 fn csv_field(state: &CsvState, i: usize) -> &[u8] {
@@ -443,11 +443,22 @@ fn csv_fields(state: &CsvState, shape: CsvShape) -> Result<RawFields<'_>, FieldE
     if state.nfields != header.columns.len() {
         return row_err(Reason::FieldCount);
     }
+    // The fields lie end to end in `out`: one UTF-8 check for the record, then each field is
+    // valid exactly when it also starts and ends on character boundaries.
+    let end = state
+        .nfields
+        .checked_sub(1)
+        .map_or(0, |last| state.ends[last]);
+    let Ok(all) = std::str::from_utf8(&state.out[..end]) else {
+        return row_err(Reason::InvalidUtf8);
+    };
     let mut fields = RawFields::default();
-    for (i, column) in header.columns.iter().enumerate() {
-        let Ok(text) = std::str::from_utf8(csv_field(state, i)) else {
+    let mut start = 0;
+    for (column, &field_end) in header.columns.iter().zip(&state.ends[..state.nfields]) {
+        let Some(text) = all.get(start..field_end) else {
             return row_err(Reason::InvalidUtf8);
         };
+        start = field_end;
         if let Some(f) = column {
             fields.set(*f, FieldValue::Text(text));
         }
@@ -562,6 +573,26 @@ mod tests {
                     "\"f \"\"quoted\"\"\",t,v,c,tv,BR,1,,,true".into(),
                     Ok("f \"quoted\"".into())
                 ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_character_split_by_a_delimiter_is_invalid_utf8() {
+        // The two bytes of `é` in two fields: each field is invalid although the fields end to
+        // end (as the parser stores them) are not. `é` whole, in one field, is fine.
+        let mut data = format!("{HEADER}\n").into_bytes();
+        data.extend_from_slice(b"a,t,v\xc3,\xa9c,tv,BR,1,,,true\n");
+        data.extend_from_slice(b"b,t,v\xc3\xa9,c,tv,BR,1,,,true\n");
+        data.extend_from_slice(b"c\xc3,\xa9,v,c,tv,BR,1,,,true\n");
+        let got = rows(&data, Format::Csv);
+        let reasons: Vec<_> = got.into_iter().map(|r| r.2).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                Err(Reason::InvalidUtf8),
+                Ok("b".into()),
+                Err(Reason::InvalidUtf8)
             ]
         );
     }
