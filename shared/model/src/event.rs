@@ -420,6 +420,7 @@ const EVENT_ID_BYTES: [bool; 256] = {
     }
     t
 };
+
 pub const MAX_TEXT_LEN: usize = 256;
 pub const MAX_WATCH_SECONDS: u64 = 86_400;
 pub const MAX_BITRATE_KBPS: u64 = 200_000;
