@@ -878,7 +878,27 @@ def cmd_table(args: argparse.Namespace) -> int:
                 TARGET_WORDS,
             )
     print("  (the targets are information: they never change the exit status)")
+    over_the_run(entries)
     return 0
+
+
+def over_the_run(entries: list[dict]) -> None:
+    """streamcube's own memory at points of each run (of its fastest run): a peak reached early
+    and held is flat memory; one that climbs with the rows is not."""
+    lines = []
+    for e in entries:
+        timeline = e["streamcube"].get("anon_timeline") or []
+        if len(timeline) < 2:
+            continue
+        end = timeline[-1][0]
+        points = []
+        for share in (0.1, 0.25, 0.5, 0.75, 1.0):
+            _, b = next(p for p in timeline if p[0] >= share * end)
+            points.append(f"{share:.0%} {mib(b):.0f}")
+        lines.append(f"  {e['label']:<16} ({end:.0f} s): " + ", ".join(points))
+    if lines:
+        print("\nstreamcube's own memory (RssAnon, MiB) at shares of its run's time:")
+        print("\n".join(lines))
 
 
 # --------------------------------------------------------------------------

@@ -86,14 +86,18 @@ CUBE_TYPES = {
 class AnonSampler(threading.Thread):
     """Samples RssAnon of a process (/proc/PID/status) every 20 ms until it exits, keeping the
     peak: the memory the process allocated itself, as opposed to the file pages it maps (a
-    memory-mapped SQLite file counts in the peak RSS up to the map's size, but is page cache)."""
+    memory-mapped SQLite file counts in the peak RSS up to the map's size, but is page cache).
+    `timeline` keeps about one sample a second, [seconds since the start, bytes], to show how
+    the memory moves over a run (flat, or growing with the data)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.status = Path(f"/proc/{pid}/status")
         self.peak_anon_bytes = 0
+        self.timeline: list[list[float]] = []
 
     def run(self) -> None:
+        start = time.perf_counter()
         while True:
             try:
                 text = self.status.read_text()
@@ -103,6 +107,9 @@ class AnonSampler(threading.Thread):
                 if line.startswith("RssAnon:"):
                     kib = int(line.split()[1])
                     self.peak_anon_bytes = max(self.peak_anon_bytes, kib * 1024)
+                    now = time.perf_counter() - start
+                    if not self.timeline or now - self.timeline[-1][0] >= 1.0:
+                        self.timeline.append([round(now, 2), kib * 1024])
             # A zombie (exited, not yet reaped) has no memory left: stop there.
             if "State:\tZ" in text:
                 return
@@ -145,6 +152,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         "peak_rss_bytes": usage.ru_maxrss * 1024,  # Linux reports KiB
         # The process's own memory (heap, stacks), without the file pages it maps: sampled.
         "peak_anon_bytes": sampler.peak_anon_bytes,
+        "anon_timeline": sampler.timeline,
         "user_seconds": usage.ru_utime,
         "system_seconds": usage.ru_stime,
         "exit_code": proc.returncode,
