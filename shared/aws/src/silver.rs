@@ -13,6 +13,7 @@
 //! - `expires_at` (epoch seconds, the table's TTL attribute) is the event time plus the retention.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -225,7 +226,8 @@ impl SilverStore for DynamoSilver {
 
     /// `BatchGetItem` for the ids that exist, then `BatchWriteItem` for the new ones (see the
     /// module notes on racing inputs).
-    async fn put_new_bulk(&self, events: &[SilverEvent]) -> StoreResult<Vec<PutOutcome>> {
+    async fn put_new_bulk(&self, events: Arc<Vec<SilverEvent>>) -> StoreResult<Vec<PutOutcome>> {
+        let events: &[SilverEvent] = &events;
         let (firsts, mut out) = first_occurrences(events);
         let keys = firsts
             .iter()

@@ -90,14 +90,20 @@ async fn bulk_writes_decide_like_conditional_ones() {
         .map(|i| event(&format!("b{i}"), &format!("f#v:{i}")))
         .collect();
     events.push(event("b7", "f#v:99"));
-    let out = silver.put_new_bulk(&events).await.expect("bulk write");
+    let out = silver
+        .put_new_bulk(Arc::new(events.clone()))
+        .await
+        .expect("bulk write");
     assert_eq!(out.iter().filter(|o| **o == Inserted).count(), 60);
     assert_eq!(out[60], Duplicate);
     // The same rows again (a retried file): already stored; another file's row: duplicate.
-    let again = silver.put_new_bulk(&events[..3]).await.expect("retry");
+    let again = silver
+        .put_new_bulk(Arc::new(events[..3].to_vec()))
+        .await
+        .expect("retry");
     assert_eq!(again, [AlreadyStored, AlreadyStored, AlreadyStored]);
     let other = silver
-        .put_new_bulk(&[event("b1", "g#v:1")])
+        .put_new_bulk(Arc::new(vec![event("b1", "g#v:1")]))
         .await
         .expect("other file");
     assert_eq!(other, [Duplicate]);

@@ -637,7 +637,8 @@ impl Pipeline {
         let mut report = resume.map(|c| c.counts.clone()).unwrap_or_default();
         let mut inflight = FuturesUnordered::new();
         let write = |silver: Arc<dyn SilverStore>, events: Vec<SilverEvent>| async move {
-            let r = silver.put_new_bulk(&events).await;
+            let events = Arc::new(events);
+            let r = silver.put_new_bulk(Arc::clone(&events)).await;
             (events, r)
         };
         // The ids of the batches in flight. A batch repeating one of them waits for them all:
@@ -769,9 +770,9 @@ impl Quarantine {
 fn settle(
     report: &mut FileReport,
     inflight_ids: &mut HashSet<String>,
-    (events, r): (Vec<SilverEvent>, Result<Vec<PutOutcome>, StoreError>),
+    (events, r): (Arc<Vec<SilverEvent>>, Result<Vec<PutOutcome>, StoreError>),
 ) -> Result<(), StoreError> {
-    for e in &events {
+    for e in events.iter() {
         inflight_ids.remove(&e.event_id);
     }
     for o in r? {

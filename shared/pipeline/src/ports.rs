@@ -8,6 +8,7 @@
 //! layer sees an SDK or SQLite error type.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
@@ -66,8 +67,10 @@ pub trait SilverStore: Send + Sync {
     /// [`Self::put_new`] for bulk loads (bronze files): the same outcomes, but an adapter may
     /// use fewer, larger calls at the price of exact first-writer-wins between two inputs that
     /// race on the same new id (the event is still stored once, and counted once in gold).
-    async fn put_new_bulk(&self, events: &[SilverEvent]) -> StoreResult<Vec<PutOutcome>> {
-        self.put_new(events).await
+    /// The batch is shared rather than borrowed, so an adapter that writes it on a thread of
+    /// its own keeps a handle instead of copying it (a file's batch is 100,000 events).
+    async fn put_new_bulk(&self, events: Arc<Vec<SilverEvent>>) -> StoreResult<Vec<PutOutcome>> {
+        self.put_new(&events).await
     }
 
     /// Every event of an hour partition (hours since the Unix epoch).

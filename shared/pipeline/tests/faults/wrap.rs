@@ -309,7 +309,7 @@ impl SilverStore for FaultySilver {
             .await
     }
 
-    async fn put_new_bulk(&self, events: &[SilverEvent]) -> StoreResult<Vec<PutOutcome>> {
+    async fn put_new_bulk(&self, events: Arc<Vec<SilverEvent>>) -> StoreResult<Vec<PutOutcome>> {
         let n = events.len();
         self.1
             .store(
