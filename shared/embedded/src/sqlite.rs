@@ -740,9 +740,7 @@ impl SqliteStore {
         })
         .await
     }
-}
 
-impl SqliteStore {
     /// Silver writes of a batch the caller may keep a handle on: the writing thread gets a
     /// handle too, no copy.
     async fn put_shared(&self, events: Arc<Vec<SilverEvent>>) -> StoreResult<Vec<PutOutcome>> {
