@@ -68,7 +68,8 @@ pub trait SilverStore: Send + Sync {
     /// use fewer, larger calls at the price of exact first-writer-wins between two inputs that
     /// race on the same new id (the event is still stored once, and counted once in gold).
     /// The batch is shared rather than borrowed, so an adapter that writes it on a thread of
-    /// its own keeps a handle instead of copying it (a file's batch is 100,000 events).
+    /// its own keeps a handle instead of copying it (the embedded backend's batches hold
+    /// 100,000 events).
     async fn put_new_bulk(&self, events: Arc<Vec<SilverEvent>>) -> StoreResult<Vec<PutOutcome>> {
         self.put_new(&events).await
     }
