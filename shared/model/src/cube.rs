@@ -598,7 +598,6 @@ impl Cube {
                         let (parents, cells) = out.cells.split_at_mut(start);
                         cells[j - start].1.merge(&parents[i].1);
                     }
-                    out.index.reserve(child.len());
                     out.index.extend(child);
                 }
             }
