@@ -55,13 +55,23 @@ pub fn cube(settings: &Settings, args: &CubeArgs) -> anyhow::Result<()> {
     let to_stdout = args.out.as_os_str() == "-";
     let started = std::time::Instant::now();
 
+    // ~100 bytes a row: the progress bars are estimates that turn exact at the end.
+    const ROW_BYTES: u64 = 100;
+    let plain_bytes: u64 = args
+        .events
+        .iter()
+        // A compressed file's size says little about its rows.
+        .filter(|p| p.extension().is_none_or(|e| e != "gz"))
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    collector.reserve(usize::try_from(plain_bytes / ROW_BYTES).unwrap_or(0));
     for path in &args.events {
         let name = path.display().to_string();
         let format = Format::from_name(&name).unwrap_or(Format::Csv);
         let file = File::open(path).with_context(|| format!("opening {name}"))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        // ~100 bytes a row: the bar is an estimate that turns exact at the end.
-        let pb = counter(size / 100, format!("reading {name}"));
+        let pb = counter(size / ROW_BYTES, format!("reading {name}"));
         if to_stdout {
             pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }

@@ -301,6 +301,12 @@ impl<'c> Collector<'c> {
         }
     }
 
+    /// Makes room for about `rows` more events in the deduplication set, when the caller can
+    /// tell (from file sizes, say): the set then never moves its entries as it grows.
+    pub fn reserve(&mut self, rows: usize) {
+        self.seen.reserve(rows);
+    }
+
     /// How many threads parse and validate rows (at least one).
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);

@@ -17,7 +17,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -440,19 +440,42 @@ fn key_mask(c: Cuboid) -> u64 {
 /// Cells by key.
 #[derive(Clone, Debug, Default)]
 struct Table {
-    /// Key to position in `cells`: a small index keeps hash probes within few cache lines.
-    index: FxHashMap<u64, u32>,
+    /// Key to position in `cells`, built when first needed: a cube built in one go and then
+    /// only read in order (a batch day, a consolidated partition) never needs one.
+    index: OnceLock<FxHashMap<u64, u32>>,
     cells: Vec<(u64, Cell)>,
 }
 
 impl Table {
+    fn index_of(cells: &[(u64, Cell)]) -> FxHashMap<u64, u32> {
+        let mut index = FxHashMap::with_capacity_and_hasher(cells.len(), Default::default());
+        // Fewer than 2^32 cells: each comes from at least one event of one bucket.
+        index.extend(cells.iter().zip(0u32..).map(|((k, _), i)| (*k, i)));
+        index
+    }
+
+    fn index(&self) -> &FxHashMap<u64, u32> {
+        self.index.get_or_init(|| Self::index_of(&self.cells))
+    }
+
+    /// Cells were added without the index: it is rebuilt when next needed.
+    fn forget_index(&mut self) {
+        self.index = OnceLock::new();
+    }
+
     #[inline]
     fn cell_mut(&mut self, key: u64) -> &mut Cell {
+        if self.index.get().is_none() {
+            self.index = OnceLock::from(Self::index_of(&self.cells));
+        }
+        let index = self
+            .index
+            .get_mut()
+            .unwrap_or_else(|| unreachable!("the index is built just above"));
         let next = self.cells.len();
-        let i = *self.index.entry(key).or_insert_with(|| {
-            // Fewer than 2^32 cells: each comes from at least one event of one bucket.
-            u32::try_from(next).unwrap_or(u32::MAX)
-        }) as usize;
+        let i = *index
+            .entry(key)
+            .or_insert_with(|| u32::try_from(next).unwrap_or(u32::MAX)) as usize;
         if i == next {
             self.cells.push((key, Cell::default()));
         }
@@ -460,12 +483,53 @@ impl Table {
     }
 
     fn get(&self, key: u64) -> Option<&Cell> {
-        let i = *self.index.get(&key)?;
+        let i = *self.index().get(&key)?;
         self.cells.get(i as usize).map(|(_, c)| c)
     }
 
     fn len(&self) -> usize {
         self.cells.len()
+    }
+}
+
+/// Appends the cells of one cuboid to a table's cells, from `start` on, and finds them again.
+/// When the cuboid's keys come in order, equal keys are neighbours and need no index: a day's
+/// facts are sorted by their full key (see `batch::day_cube`), and a cuboid that keeps a prefix
+/// of the key's dimensions (content, genre, country, device) sees its keys in order too.
+struct Appender {
+    start: usize,
+    in_order: bool,
+    index: FxHashMap<u64, u32>,
+}
+
+impl Appender {
+    fn new(start: usize, keys: impl Iterator<Item = u64>) -> Appender {
+        Appender {
+            start,
+            in_order: keys.is_sorted(),
+            index: FxHashMap::default(),
+        }
+    }
+
+    /// The position of `key`'s cell, appended if new.
+    #[inline]
+    fn slot(&mut self, cells: &mut Vec<(u64, Cell)>, key: u64) -> usize {
+        let next = cells.len();
+        if self.in_order {
+            if next > self.start && cells[next - 1].0 == key {
+                return next - 1;
+            }
+        } else {
+            let j = *self
+                .index
+                .entry(key)
+                .or_insert_with(|| u32::try_from(next).unwrap_or(u32::MAX)) as usize;
+            if j != next {
+                return j;
+            }
+        }
+        cells.push((key, Cell::default()));
+        next
     }
 }
 
@@ -493,7 +557,6 @@ impl Cube {
     /// A cube with room for about `cells` cells.
     pub fn with_capacity(cuboids: &CuboidSet, cells: usize) -> Cube {
         let mut cube = Cube::new(cuboids);
-        cube.table.index.reserve(cells);
         cube.table.cells.reserve(cells);
         cube
     }
@@ -544,30 +607,28 @@ impl Cube {
         }
         if self.table.cells.is_empty() {
             // Built in place (keeping any capacity reserved by `with_capacity`).
-            let mut table = std::mem::take(&mut self.table);
-            self.build_into(&mut table, facts);
-            self.table = table;
+            Self::build_into(&self.cuboids, &mut self.table.cells, facts);
+            self.table.forget_index();
         } else {
-            let mut fresh = Table::default();
-            self.build_into(&mut fresh, facts);
-            for (key, cell) in fresh.cells {
+            let mut fresh = Vec::new();
+            Self::build_into(&self.cuboids, &mut fresh, facts);
+            for (key, cell) in fresh {
                 self.table.cell_mut(key).merge(&cell);
             }
         }
     }
 
-    /// Builds every cuboid of `facts` into the empty table `out`, one cuboid after the other,
-    /// each cuboid's cells contiguous so that its children read them in order. Keys of different
-    /// cuboids never collide (a kept dimension is never 0), so all share `out`'s index. Besides
-    /// `out`, only the cuboid being rolled up is held twice.
-    fn build_into(&self, out: &mut Table, facts: &[Fact]) {
-        let mut order: Vec<Cuboid> = self.cuboids.iter().collect();
+    /// Builds every cuboid of `facts` into the empty `out`, one cuboid after the other, each
+    /// cuboid's cells contiguous so that its children read them in order. Besides `out`, only
+    /// the index of the cuboid being built is held, and none when its keys come in order.
+    fn build_into(cuboids: &CuboidSet, out: &mut Vec<(u64, Cell)>, facts: &[Fact]) {
+        let mut order: Vec<Cuboid> = cuboids.iter().collect();
         // Parents before their children: more dimensions first.
         order.sort_by_key(|c| std::cmp::Reverse(c.len()));
         let mut built: Vec<(Cuboid, std::ops::Range<usize>)> = Vec::with_capacity(order.len());
         for c in order {
             let mask = key_mask(c);
-            let start = out.cells.len();
+            let start = out.len();
             let parent = built
                 .iter()
                 .filter(|(p, _)| *p != c && p.contains(c))
@@ -575,38 +636,30 @@ impl Cube {
                 .map(|(_, r)| r.clone());
             match parent {
                 None => {
+                    let key = |f: &Fact| Self::fact_key(f) & mask;
+                    let mut cells = Appender::new(start, facts.iter().map(key));
                     for f in facts {
-                        out.cell_mut(Self::fact_key(f) & mask).add(f);
+                        let j = cells.slot(out, key(f));
+                        out[j].1.add(f);
                     }
                 }
                 Some(range) => {
-                    // The child's cells are appended after every parent, behind an index of
-                    // their own while they are built (small, so its probes stay in cache); its
-                    // keys join the shared index once the cuboid is done.
-                    let mut child: FxHashMap<u64, u32> = FxHashMap::default();
+                    let keys = out[range.clone()].iter().map(|(k, _)| k & mask);
+                    let mut cells = Appender::new(start, keys);
                     for i in range {
-                        let key = out.cells[i].0 & mask;
-                        let next = out.cells.len();
-                        let j = *child
-                            .entry(key)
-                            .or_insert_with(|| u32::try_from(next).unwrap_or(u32::MAX))
-                            as usize;
-                        if j == next {
-                            out.cells.push((key, Cell::default()));
-                        }
+                        let j = cells.slot(out, out[i].0 & mask);
                         // Parents lie before `start`, the child's cells from it on.
-                        let (parents, cells) = out.cells.split_at_mut(start);
-                        cells[j - start].1.merge(&parents[i].1);
+                        let (parents, children) = out.split_at_mut(start);
+                        children[j - start].1.merge(&parents[i].1);
                     }
-                    out.index.extend(child);
                 }
             }
             // Inserts and roll-ups leave sketches with unsorted tails; sort them once here
             // rather than in every later merge, estimate or encoding.
-            for (_, cell) in &mut out.cells[start..] {
+            for (_, cell) in &mut out[start..] {
                 cell.viewers.normalize();
             }
-            built.push((c, start..out.cells.len()));
+            built.push((c, start..out.len()));
         }
     }
 
@@ -645,19 +698,36 @@ impl Cube {
 
     /// Every cell, ordered by cuboid, then by coordinates in dictionary order (which follows the
     /// input): the same input always gives the same order.
-    /// Only the order (16 bytes a cell) is held; the cells are looked up as they are taken.
+    /// Only the order (16 bytes a cell) is held; the cells are looked up as they are taken. A
+    /// cuboid's cells are grouped by counting, and sorted only when they are not in order yet
+    /// (most are, as [`Self::add_all`] leaves them).
     pub fn sorted_cells(&self) -> impl Iterator<Item = (DimsRef<'_>, &Cell)> {
-        let mut order: Vec<(u8, u64, u32)> = self
-            .table
-            .cells
-            .iter()
-            .zip(0u32..)
-            .map(|((k, _), i)| (self.dims_of(*k).cuboid().bits(), *k, i))
-            .collect();
-        order.sort_unstable();
+        let cells = &self.table.cells;
+        let cuboid = |key: u64| usize::from(cuboid_of(key).bits());
+        // Cuboid `b`'s cells go to order[starts[b]..starts[b + 1]] (bits are below 16).
+        let mut starts = [0usize; (1 << Dim::ALL.len()) + 1];
+        for (k, _) in cells {
+            starts[cuboid(*k) + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        let mut order: Vec<(u64, u32)> = vec![(0, 0); cells.len()];
+        let mut next = starts;
+        for ((k, _), i) in cells.iter().zip(0u32..) {
+            let at = &mut next[cuboid(*k)];
+            order[*at] = (*k, i);
+            *at += 1;
+        }
+        for range in starts.windows(2) {
+            let group = &mut order[range[0]..range[1]];
+            if !group.is_sorted() {
+                group.sort_unstable();
+            }
+        }
         order
             .into_iter()
-            .map(|(_, k, i)| (self.dims_of(k), &self.table.cells[i as usize].1))
+            .map(|(k, i)| (self.dims_of(k), &self.table.cells[i as usize].1))
     }
 
     /// The cell at these coordinates.
@@ -710,6 +780,16 @@ fn genre_of(key: u64) -> u32 {
 
 fn content_of(key: u64) -> u32 {
     (key >> CONTENT_SHIFT) as u32
+}
+
+/// The cuboid of a cell key: the dimensions whose part is not zero.
+fn cuboid_of(key: u64) -> Cuboid {
+    let mut bits = 0;
+    bits |= u8::from(key & COUNTRY_MASK != 0) * Dim::Country.bit();
+    bits |= u8::from(key & DEVICE_MASK != 0) * Dim::Device.bit();
+    bits |= u8::from(key & GENRE_MASK != 0) * Dim::Genre.bit();
+    bits |= u8::from(key & CONTENT_MASK != 0) * Dim::ContentId.bit();
+    Cuboid(bits)
 }
 
 fn dims_of<'a>(genres: &'a Interner, contents: &'a Interner, key: u64) -> DimsRef<'a> {
