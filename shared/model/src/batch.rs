@@ -6,10 +6,13 @@
 //! 2. [`write_cube_csv`] builds each day's [`Cube`] on its own worker thread and writes the days
 //!    in order, so at most a few days' cells are in memory at once.
 //!
-//! Deduplication keeps a 128-bit keyed SipHash of each event id rather than the id itself, which
-//! bounds its memory at 16 bytes per event; with a per-run random key, a collision (two different
-//! ids taken for one) has a probability around n²/2¹²⁹, about 10⁻²⁵ for ten million events, and
-//! cannot be forced by crafted ids.
+//! Deduplication keeps 96 bits of a keyed SipHash of each event id rather than the id itself,
+//! with the event's position in the input: 16 bytes per event. With a per-run random key, a
+//! collision (two different ids taken for one) has a probability around n²/2⁹⁷, below 10⁻¹⁵ for
+//! ten million events, and cannot be forced by crafted ids. Ids are not looked up one by one as
+//! they come (a random probe into a table of millions, a cache miss each): an input's records
+//! are appended as they come and, once it is read, sorted and checked against the sorted
+//! records of the inputs before it, on all workers (see `SeenIds`).
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -18,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use chrono::NaiveDate;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
@@ -62,13 +65,161 @@ pub struct Collector<'c> {
     validator: Validator,
     pseudonymizer: Pseudonymizer,
     workers: usize,
-    seen: FxHashSet<u128>,
+    seen: SeenIds,
+    /// Position of the next valid event, over all inputs.
+    events: u32,
     id_keys: (std::hash::RandomState, std::hash::RandomState),
     genres: Dictionary,
     contents: Dictionary,
     content_genre: Vec<u32>,
-    days: BTreeMap<i64, Vec<Fact>>,
+    days: BTreeMap<i64, Day>,
     report: BatchReport,
+}
+
+/// A day's valid events, in input order, with their positions (to drop repeats once found).
+#[derive(Default)]
+struct Day {
+    facts: Vec<Fact>,
+    positions: Vec<u32>,
+}
+
+/// The event ids seen, as records of 96 bits of the id's hash above the event's position (so
+/// that, in record order, an id's first occurrence comes first). Records of the inputs already
+/// read are `settled`: sorted, one per id. The input being read appends to `fresh`, which
+/// [`SeenIds::settle`] sorts (a radix pass on the top bits, then each of [`ID_PARTITIONS`]
+/// small partitions on its own, in cache and on all workers), checks and merges in. Both are
+/// single large allocations, handed back to the system once freed.
+#[derive(Default)]
+struct SeenIds {
+    settled: Vec<u128>,
+    fresh: Vec<u128>,
+}
+
+const ID_PARTITIONS: usize = 1024;
+const ID_PARTITION_SHIFT: u32 = 128 - ID_PARTITIONS.trailing_zeros();
+const POSITION_MASK: u128 = 0xffff_ffff;
+/// Marks a repeat while settling: a position is below `u32::MAX` (see `Collector::merge`), so
+/// no record has all its low 32 bits set.
+const REPEAT: u128 = u128::MAX;
+
+fn id_partition(record: u128) -> usize {
+    // The shift leaves the top 10 bits: below ID_PARTITIONS.
+    (record >> ID_PARTITION_SHIFT) as usize
+}
+
+impl SeenIds {
+    fn reserve(&mut self, ids: usize) {
+        self.fresh.reserve(ids);
+    }
+
+    #[inline]
+    fn push(&mut self, id_hash: u128, position: u32) {
+        self.fresh
+            .push((id_hash & !POSITION_MASK) | u128::from(position));
+    }
+
+    /// Settles the records pushed since the last call, on `threads` threads, and returns the
+    /// positions of the repeats among them (sorted): an id settled before, or seen earlier in
+    /// the same input.
+    fn settle(&mut self, threads: usize) -> Vec<u32> {
+        let fresh = std::mem::take(&mut self.fresh);
+        if fresh.is_empty() {
+            return Vec::new();
+        }
+        // Counting sort by partition: starts[p]..starts[p + 1] is partition p.
+        let mut starts = vec![0usize; ID_PARTITIONS + 1];
+        for r in &fresh {
+            starts[id_partition(*r) + 1] += 1;
+        }
+        for p in 1..starts.len() {
+            starts[p] += starts[p - 1];
+        }
+        let mut sorted = vec![0u128; fresh.len()];
+        let mut next = starts.clone();
+        for r in &fresh {
+            let at = &mut next[id_partition(*r)];
+            sorted[*at] = *r;
+            *at += 1;
+        }
+        drop(fresh);
+        // Each thread takes a run of whole partitions.
+        let per_thread = ID_PARTITIONS.div_ceil(threads.max(1));
+        let settled = &self.settled;
+        let mut repeats: Vec<u32> = std::thread::scope(|s| {
+            let mut rest: &mut [u128] = &mut sorted;
+            let mut handles = Vec::new();
+            for first in (0..ID_PARTITIONS).step_by(per_thread) {
+                let bounds = &starts[first..=(first + per_thread).min(ID_PARTITIONS)];
+                let (mine, tail) =
+                    std::mem::take(&mut rest).split_at_mut(bounds[bounds.len() - 1] - bounds[0]);
+                rest = tail;
+                handles.push(s.spawn(move || mark_repeats(mine, bounds, first, settled)));
+            }
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        repeats.sort_unstable();
+        sorted.retain(|r| *r != REPEAT);
+        if self.settled.is_empty() {
+            self.settled = sorted;
+        } else {
+            self.settled = merge_sorted(&self.settled, &sorted);
+        }
+        repeats
+    }
+}
+
+/// Sorts each partition of `records` (partition `first + i` spans `bounds[i]..bounds[i + 1]`,
+/// offsets into the whole of which `records` is a part) and marks every record whose id is
+/// earlier in its partition or in `settled` as [`REPEAT`]. Returns the repeats' positions.
+fn mark_repeats(
+    records: &mut [u128],
+    bounds: &[usize],
+    first: usize,
+    settled: &[u128],
+) -> Vec<u32> {
+    let id = |r: u128| r >> 32;
+    let base = bounds[0];
+    let mut repeats = Vec::new();
+    for (i, w) in bounds.windows(2).enumerate() {
+        let part = &mut records[w[0] - base..w[1] - base];
+        part.sort_unstable();
+        // The settled records of the same partition.
+        let p = first + i;
+        let old = &settled[settled.partition_point(|r| id_partition(*r) < p)
+            ..settled.partition_point(|r| id_partition(*r) <= p)];
+        let mut last = None;
+        for r in part.iter_mut() {
+            let repeat =
+                last == Some(id(*r)) || old.binary_search_by(|o| id(*o).cmp(&id(*r))).is_ok();
+            last = Some(id(*r));
+            if repeat {
+                repeats.push((*r & POSITION_MASK) as u32);
+                *r = REPEAT;
+            }
+        }
+    }
+    repeats
+}
+
+/// The union of two sorted runs, sorted.
+fn merge_sorted(a: &[u128], b: &[u128]) -> Vec<u128> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] <= b[j] {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// Global string ids used while collecting; each day's cube re-interns what it sees.
@@ -291,7 +442,8 @@ impl<'c> Collector<'c> {
             validator,
             pseudonymizer,
             workers: std::thread::available_parallelism().map_or(2, usize::from),
-            seen: FxHashSet::default(),
+            seen: SeenIds::default(),
+            events: 0,
             id_keys: Default::default(),
             genres: Dictionary::default(),
             contents: Dictionary::default(),
@@ -346,6 +498,7 @@ impl<'c> Collector<'c> {
         };
         let workers = self.workers;
         let mut report = FileReport::default();
+        let first = self.events;
         let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Chunk>(workers * 2);
         let chunk_rx = std::sync::Mutex::new(chunk_rx);
         let result = std::thread::scope(|s| -> io::Result<()> {
@@ -403,9 +556,15 @@ impl<'c> Collector<'c> {
                     }
                 }
                 while let Some(p) = pending.remove(&want) {
-                    self.merge(&mut report, p, &mut maps[..], &names);
+                    if let Err(e) = self.merge(&mut report, p, &mut maps[..], &names) {
+                        failure.get_or_insert(e);
+                        break;
+                    }
                     progress(report.rows);
                     want += 1;
+                }
+                if failure.is_some() {
+                    break;
                 }
             }
             if let Some(e) = failure {
@@ -416,6 +575,8 @@ impl<'c> Collector<'c> {
                 .map_err(|_| io::Error::other("the reader thread panicked"))??;
             Ok(())
         });
+        // Even after a failure, so that what was taken in stays deduplicated.
+        self.drop_repeats(&mut report, first);
         result.map_err(read_err)?;
         progress(report.rows);
         self.report.total.absorb(&report);
@@ -426,21 +587,23 @@ impl<'c> Collector<'c> {
         Ok(())
     }
 
-    /// Takes one chunk's results, in input order.
+    /// Takes one chunk's results, in input order. Every valid event counts as accepted until
+    /// [`Self::drop_repeats`] finds the repeats among them.
     fn merge(
         &mut self,
         report: &mut FileReport,
         p: Parsed,
         maps: &mut [Vec<u32>],
         names: &[Vec<Box<str>>],
-    ) {
+    ) -> io::Result<()> {
         report.absorb(&p.report);
         let (map, names) = (&mut maps[p.worker], &names[p.worker]);
         for (id_hash, day, mut fact) in p.facts {
-            if !self.seen.insert(id_hash) {
-                report.duplicates += 1;
-                continue;
-            }
+            let position = self.events;
+            self.events = position.checked_add(1).ok_or_else(|| {
+                io::Error::other(format!("a batch holds at most {} valid events", u32::MAX))
+            })?;
+            self.seen.push(id_hash, position);
             report.accepted += 1;
             let local = fact.content as usize;
             if map[local] == u32::MAX {
@@ -458,8 +621,44 @@ impl<'c> Collector<'c> {
                 .get(fact.content as usize)
                 .copied()
                 .unwrap_or(0);
-            self.days.entry(day).or_default().push(fact);
+            let day = self.days.entry(day).or_default();
+            day.facts.push(fact);
+            day.positions.push(position);
         }
+        Ok(())
+    }
+
+    /// Finds the repeated ids among the events taken in since position `first` (this input)
+    /// and drops those events: the first occurrence of an id, in this input or an earlier one,
+    /// is the one kept.
+    fn drop_repeats(&mut self, report: &mut FileReport, first: u32) {
+        let repeats = self.seen.settle(self.workers);
+        if repeats.is_empty() {
+            return;
+        }
+        let n = repeats.len() as u64;
+        report.duplicates += n;
+        report.accepted -= n;
+        for day in self.days.values_mut() {
+            // This input's events are at the end of each day, in position order.
+            let start = day.positions.partition_point(|p| *p < first);
+            let mut repeats = repeats.iter().copied().peekable();
+            let mut kept = start;
+            for i in start..day.facts.len() {
+                let position = day.positions[i];
+                while repeats.next_if(|r| *r < position).is_some() {}
+                if repeats.next_if_eq(&position).is_some() {
+                    continue;
+                }
+                day.facts[kept] = day.facts[i];
+                day.positions[kept] = position;
+                kept += 1;
+            }
+            day.facts.truncate(kept);
+            day.positions.truncate(kept);
+        }
+        // A day can have had nothing but repeats.
+        self.days.retain(|_, day| !day.facts.is_empty());
     }
 
     /// The counts so far.
@@ -541,11 +740,13 @@ pub fn write_cube_csv<W: Write>(
         seen,
         ..
     } = collector;
-    // Deduplication is over: free its set (16 bytes an event) before the days are built.
+    // Deduplication is over: free its records (16 bytes an event, and the days' positions 4 more)
+    // before the days are built.
     drop(seen);
     let days: Vec<(i64, std::sync::Mutex<Vec<Fact>>)> = days
         .into_iter()
-        .map(|(d, mut f)| {
+        .map(|(d, day)| {
+            let mut f = day.facts;
             // Growth by doubling leaves up to half of each vector unused.
             f.shrink_to_fit();
             (d, std::sync::Mutex::new(f))
@@ -884,6 +1085,64 @@ mod tests {
             proptest::prop_assert_eq!(once, twice);
             proptest::prop_assert_eq!(r2.total.accepted, r1.total.accepted);
             proptest::prop_assert_eq!(r2.total.duplicates, r1.total.duplicates + r1.total.rows);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Over several inputs, each id's first event is kept wherever its repeats are (same
+        /// input or later, same day or not), and each input is charged with its own repeats:
+        /// the same as a set of ids checked row by row.
+        #[test]
+        fn deduplication_equals_checking_each_row_in_turn(
+            files in proptest::collection::vec(
+                proptest::collection::vec((0..60u32, 1..4u32, 0..1000u32), 0..80),
+                1..5,
+            )
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            // Per day: plays and watch seconds of the events kept.
+            let mut want: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+            let mut want_repeats = Vec::new();
+            let inputs: Vec<String> = files
+                .iter()
+                .map(|rows| {
+                    let mut repeats = 0u64;
+                    let mut data = H.to_owned();
+                    for (id, day, watch) in rows {
+                        data.push_str(&format!(
+                            "e{id},2026-11-0{day}T10:00:00Z,v1,c1,tv,BR,{watch},,,false\n"
+                        ));
+                        if seen.insert(*id) {
+                            let d = want.entry(*day).or_default();
+                            d.0 += 1;
+                            d.1 += u64::from(*watch);
+                        } else {
+                            repeats += 1;
+                        }
+                    }
+                    want_repeats.push(repeats);
+                    data
+                })
+                .collect();
+            let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            let set = CuboidSet::parse("country").expect("spec");
+            let (csv, report) = run(&refs, &Catalog::new(), &set);
+            let got: BTreeMap<u32, (u64, u64)> = csv
+                .lines()
+                .skip(1)
+                .filter(|l| l.split(',').nth(1) == Some(""))
+                .map(|l| {
+                    let f: Vec<&str> = l.split(',').collect();
+                    let day = f[0].rsplit('-').next().and_then(|d| d.parse().ok()).expect("day");
+                    (day, (f[5].parse().expect("plays"), f[6].parse().expect("watch")))
+                })
+                .collect();
+            proptest::prop_assert_eq!(got, want);
+            let repeats: Vec<u64> = report.files.iter().map(|f| f.report.duplicates).collect();
+            proptest::prop_assert_eq!(repeats, want_repeats);
+            proptest::prop_assert!(report.files.iter().all(|f| f.report.is_balanced()));
         }
     }
 

@@ -523,7 +523,8 @@ impl Appender {
             let j = *self
                 .index
                 .entry(key)
-                .or_insert_with(|| u32::try_from(next).unwrap_or(u32::MAX)) as usize;
+                .or_insert_with(|| u32::try_from(next).unwrap_or(u32::MAX))
+                as usize;
             if j != next {
                 return j;
             }
