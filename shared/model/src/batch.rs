@@ -383,8 +383,9 @@ impl Worker {
     }
 
     fn parse(&mut self, chunk: Chunk, format: Format, header: &[u8]) -> io::Result<Parsed> {
+        // Decompressed already: a chunk is read where it lies.
         let source = header.chain(&chunk.bytes[..]);
-        let mut rows = EventReader::new(source, format)?;
+        let mut rows = EventReader::from_decoded(source, format)?;
         let known = self.contents.names.len();
         let mut facts = Vec::with_capacity(chunk.bytes.len() / 90);
         let mut report = FileReport::default();

@@ -101,7 +101,14 @@ struct CsvState {
     out: Vec<u8>,
     ends: Vec<usize>,
     nfields: usize,
+    /// Bytes between two fields in `out`: none as csv-core leaves them, the comma for a plain
+    /// record (see `read_plain_record`). Field `i` ends at `ends[i]`; the next starts `gap`
+    /// bytes later.
+    gap: usize,
     header: Option<Header>,
+    /// Whether plain records are split without csv-core (see `read_plain_record`); off only
+    /// in tests, to compare both ways.
+    plain_records: bool,
 }
 
 struct Header {
@@ -122,10 +129,16 @@ enum CsvShape {
 impl<'r> EventReader<'r> {
     /// A reader over `source` in `format`.
     pub fn new<R: Read + Send + 'r>(source: R, format: Format) -> io::Result<Self> {
+        Self::from_decoded(decompressed(source)?, format)
+    }
+
+    /// A reader over data already decompressed and buffered (a chunk in memory, say): read
+    /// as it is, without copying it through another buffer or looking for gzip in it.
+    pub fn from_decoded<B: BufRead + Send + 'r>(source: B, format: Format) -> io::Result<Self> {
         let mut src = Source {
             again: Vec::new(),
             pos: 0,
-            inner: decompressed(source)?,
+            inner: Box::new(source),
         };
         if format == Format::Csv {
             // Stripped here rather than by csv-core, which takes a first input of exactly the
@@ -138,7 +151,9 @@ impl<'r> EventReader<'r> {
                 out: vec![0; 4096],
                 ends: vec![0; 32],
                 nfields: 0,
+                gap: 0,
                 header: None,
+                plain_records: true,
             })),
             Format::JsonLines => Kind::Json(None),
         };
@@ -307,6 +322,11 @@ fn read_csv_record(
 ) -> io::Result<Option<(u64, CsvShape)>> {
     raw.clear();
     *raw_start = 0;
+    if state.plain_records
+        && let Some(record) = read_plain_record(src, state, raw, raw_start, line)?
+    {
+        return Ok(Some(record));
+    }
     let mut outlen = 0;
     let mut nends = 0;
     loop {
@@ -337,6 +357,7 @@ fn read_csv_record(
             }
             ReadRecordResult::Record => {
                 state.nfields = nends;
+                state.gap = 0;
                 // Blank lines before the record are skipped by csv-core; start at its content.
                 let lead = raw
                     .iter()
@@ -382,9 +403,62 @@ fn read_csv_record(
             raw.truncate(KEPT_PREFIX);
             state.rdr.reset();
             state.nfields = 0;
+            state.gap = 0;
             return Ok(Some((start, CsvShape::TooLong)));
         }
     }
+}
+
+/// The common case without csv-core's state machine: a record that is one whole line of the
+/// buffered input (after any blank lines), with no quote and no carriage return but the one of
+/// a CRLF. Its text goes to `state.out` as it is, the fields split at the commas. Anything else
+/// is left to csv-core: `None`, nothing consumed. Between records csv-core is at the start of
+/// one, so taking a record past it leaves it where it was.
+fn read_plain_record(
+    src: &mut Source<'_>,
+    state: &mut CsvState,
+    raw: &mut Vec<u8>,
+    raw_start: &mut usize,
+    line: &mut u64,
+) -> io::Result<Option<(u64, CsvShape)>> {
+    let input = src.fill_buf()?;
+    // csv-core skips blank lines (CR or LF) before a record.
+    let lead = input
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    let Some(len) = memchr::memchr(b'\n', &input[lead..]) else {
+        return Ok(None);
+    };
+    let end = lead + len;
+    let text = &input[lead..end];
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    // Long records go to csv-core, which decides when one is too long.
+    if end >= MAX_ROW_BYTES || memchr::memchr2(b'"', b'\r', text).is_some() {
+        return Ok(None);
+    }
+    if state.out.len() < text.len() {
+        state.out.resize(text.len(), 0);
+    }
+    state.out[..text.len()].copy_from_slice(text);
+    let mut fields = 0;
+    for field_end in memchr::memchr_iter(b',', text).chain([text.len()]) {
+        if fields == state.ends.len() {
+            state.ends.push(field_end);
+        } else {
+            state.ends[fields] = field_end;
+        }
+        fields += 1;
+    }
+    state.nfields = fields;
+    state.gap = 1;
+    raw.extend_from_slice(&input[..=end]);
+    src.consume(end + 1);
+    *raw_start = lead;
+    // The record's own line holds no line break but the one that ends it.
+    let start = *line + count_newlines(&raw[..lead]);
+    *line = start + 1;
+    Ok(Some((start, CsvShape::Fields)))
 }
 
 /// Skips past the next line break; whether there was one before the end.
@@ -408,7 +482,11 @@ fn count_newlines(b: &[u8]) -> u64 {
 }
 
 fn csv_field(state: &CsvState, i: usize) -> &[u8] {
-    let start = if i == 0 { 0 } else { state.ends[i - 1] };
+    let start = if i == 0 {
+        0
+    } else {
+        state.ends[i - 1] + state.gap
+    };
     &state.out[start..state.ends[i]]
 }
 
@@ -443,8 +521,8 @@ fn csv_fields(state: &CsvState, shape: CsvShape) -> Result<RawFields<'_>, FieldE
     if state.nfields != header.columns.len() {
         return row_err(Reason::FieldCount);
     }
-    // The fields lie end to end in `out`: one UTF-8 check for the record, then each field is
-    // valid exactly when it also starts and ends on character boundaries.
+    // The fields lie in `out` end to end, or one comma apart: one UTF-8 check for the record,
+    // then each field is valid exactly when it also starts and ends on character boundaries.
     let end = state
         .nfields
         .checked_sub(1)
@@ -458,7 +536,7 @@ fn csv_fields(state: &CsvState, shape: CsvShape) -> Result<RawFields<'_>, FieldE
         let Some(text) = all.get(start..field_end) else {
             return row_err(Reason::InvalidUtf8);
         };
-        start = field_end;
+        start = field_end + state.gap;
         if let Some(f) = column {
             fields.set(*f, FieldValue::Text(text));
         }
@@ -532,6 +610,79 @@ mod tests {
             out.push((row.line, row.raw_text().into_owned(), f));
         }
         out
+    }
+
+    /// (line, raw, fields or error) for every row, plain records split with or without csv-core.
+    fn rows_both_ways(data: &[u8]) -> [Vec<(u64, String, String)>; 2] {
+        [true, false].map(|plain| {
+            let mut r = EventReader::new(data, Format::Csv).expect("open");
+            if let Kind::Csv(state) = &mut r.kind {
+                state.plain_records = plain;
+            }
+            let mut out = Vec::new();
+            while let Some(row) = r.next_row().expect("read") {
+                let fields = format!("{:?}", row.fields);
+                out.push((row.line, row.raw_text().into_owned(), fields));
+            }
+            out
+        })
+    }
+
+    const PIECES: &[&[u8]] = &[
+        b"a",
+        b"7",
+        b",",
+        b",,",
+        b"\"",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"\xc3\xa9",
+        b"\xc3",
+        b"\xff",
+        b" ",
+        b"2026-11-01T00:00:00Z,v1,c1,tv,BR,1,2,3,true\n",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Splitting plain records at the commas gives what csv-core gives, on any mix of
+        /// quotes, CR, LF, blank lines, missing or extra fields and broken UTF-8.
+        #[test]
+        fn plain_records_read_as_csv_core_reads_them(
+            body in proptest::collection::vec(proptest::sample::select(PIECES), 0..60),
+            header in proptest::bool::ANY,
+        ) {
+            let mut data = Vec::new();
+            if header {
+                data.extend_from_slice(HEADER.as_bytes());
+                data.push(b'\n');
+            }
+            data.extend(body.concat());
+            let [plain, csv_core] = rows_both_ways(&data);
+            proptest::prop_assert_eq!(plain, csv_core);
+        }
+    }
+
+    #[test]
+    fn plain_records_across_buffer_ends_read_as_csv_core_reads_them() {
+        // Several of the reader's 64 KiB buffers, records of every length crossing their ends.
+        let mut data = format!("{HEADER}\r\n").into_bytes();
+        for i in 0..6000 {
+            let quote = if i % 97 == 0 { "\"" } else { "" };
+            let blank = if i % 13 == 0 { "\r\n\n" } else { "" };
+            let pad = "x".repeat(i % 37);
+            data.extend_from_slice(
+                format!(
+                    "{blank}e{i}{pad},2026-11-01T00:00:00Z,{quote}v{i}{quote},c1,tv,BR,1,,,true\n"
+                )
+                .as_bytes(),
+            );
+        }
+        let [plain, csv_core] = rows_both_ways(&data);
+        assert_eq!(plain.len(), 6000);
+        assert_eq!(plain, csv_core);
     }
 
     #[test]
