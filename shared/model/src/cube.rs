@@ -511,13 +511,13 @@ impl Appender {
         }
     }
 
-    /// The position of `key`'s cell, appended if new.
+    /// The position of `key`'s cell, appended (empty) if new, and whether it is new.
     #[inline]
-    fn slot(&mut self, cells: &mut Vec<(u64, Cell)>, key: u64) -> usize {
+    fn slot(&mut self, cells: &mut Vec<(u64, Cell)>, key: u64) -> (usize, bool) {
         let next = cells.len();
         if self.in_order {
             if next > self.start && cells[next - 1].0 == key {
-                return next - 1;
+                return (next - 1, false);
             }
         } else {
             let j = *self
@@ -526,11 +526,11 @@ impl Appender {
                 .or_insert_with(|| u32::try_from(next).unwrap_or(u32::MAX))
                 as usize;
             if j != next {
-                return j;
+                return (j, false);
             }
         }
         cells.push((key, Cell::default()));
-        next
+        (next, true)
     }
 }
 
@@ -640,7 +640,7 @@ impl Cube {
                     let key = |f: &Fact| Self::fact_key(f) & mask;
                     let mut cells = Appender::new(start, facts.iter().map(key));
                     for f in facts {
-                        let j = cells.slot(out, key(f));
+                        let (j, _) = cells.slot(out, key(f));
                         out[j].1.add(f);
                     }
                 }
@@ -648,10 +648,17 @@ impl Cube {
                     let keys = out[range.clone()].iter().map(|(k, _)| k & mask);
                     let mut cells = Appender::new(start, keys);
                     for i in range {
-                        let j = cells.slot(out, out[i].0 & mask);
+                        let (j, new) = cells.slot(out, out[i].0 & mask);
                         // Parents lie before `start`, the child's cells from it on.
                         let (parents, children) = out.split_at_mut(start);
-                        children[j - start].1.merge(&parents[i].1);
+                        if new {
+                            // A child cell's first parent, already normalized, is copied as it
+                            // is. Many children have one parent each: a title's genre is the
+                            // same in all its events, so dropping the genre keeps cells apart.
+                            children[j - start].1.clone_from(&parents[i].1);
+                        } else {
+                            children[j - start].1.merge(&parents[i].1);
+                        }
                     }
                 }
             }
