@@ -57,20 +57,15 @@ pub fn cube(settings: &Settings, args: &CubeArgs) -> anyhow::Result<()> {
 
     // ~100 bytes a row: the progress bars are estimates that turn exact at the end.
     const ROW_BYTES: u64 = 100;
-    let plain_bytes: u64 = args
-        .events
-        .iter()
-        // A compressed file's size says little about its rows.
-        .filter(|p| p.extension().is_none_or(|e| e != "gz"))
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
-    collector.reserve(usize::try_from(plain_bytes / ROW_BYTES).unwrap_or(0));
     for path in &args.events {
         let name = path.display().to_string();
         let format = Format::from_name(&name).unwrap_or(Format::Csv);
         let file = File::open(path).with_context(|| format!("opening {name}"))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        // A compressed file's size says little about its rows.
+        if path.extension().is_none_or(|e| e != "gz") {
+            collector.reserve(usize::try_from(size / ROW_BYTES).unwrap_or(0));
+        }
         let pb = counter(size / ROW_BYTES, format!("reading {name}"));
         if to_stdout {
             pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());

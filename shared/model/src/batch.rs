@@ -454,8 +454,8 @@ impl<'c> Collector<'c> {
         }
     }
 
-    /// Makes room for about `rows` more events in the deduplication set, when the caller can
-    /// tell (from file sizes, say): the set then never moves its entries as it grows.
+    /// Makes room for the id records of about `rows` events of the next input, when the caller
+    /// can tell (from its size, say), so that they are not moved as they grow.
     pub fn reserve(&mut self, rows: usize) {
         self.seen.reserve(rows);
     }
