@@ -9,6 +9,7 @@
 //!
 //! Nothing to install beyond the Rust toolchain: SQLite is compiled in.
 
+mod idmap;
 mod sqlite;
 
 use std::path::{Path, PathBuf};

@@ -9,10 +9,10 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use foldhash::{HashMap, HashMapExt};
 use rusqlite::{Connection, OptionalExtension, params};
 use streamcube_model::catalog::{Catalog, CatalogEntry};
 
+use crate::idmap::IdMap;
 use streamcube_model::codec::{by_part, decode_cells, decode_cells_where, encode_cells, part_of};
 use streamcube_model::cube::{Cell, Cuboid, Dim, Dims};
 use streamcube_model::event::{Country, Device, SilverEvent};
@@ -248,8 +248,8 @@ fn uint(v: i64) -> StoreResult<u64> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative count {v}")))
 }
 
-/// The writer keeps the ids of at most about this many rows in memory (some 100 bytes each,
-/// 25 MB in all) before it adds them to `silver_ids`; one pass then writes each page of the
+/// The writer keeps the ids of at most about this many rows in memory (some 80 bytes each,
+/// 20 MB in all) before it adds them to `silver_ids`; one pass then writes each page of the
 /// index once (at 1,000,000 ids, the index has about 11,000 pages of 4 KiB). Each pass holds
 /// the writer for a moment, so fewer, larger passes write less: in the HTTP load test (1,000,000
 /// events) a pass every 100,000 rows gave 45,000-49,000 events/s, every 250,000 rows
@@ -268,7 +268,7 @@ pub const ID_FLUSH_ROWS: usize = 250_000;
 /// to be read again.
 #[derive(Debug, Default)]
 struct RecentIds {
-    by_id: HashMap<String, i64>,
+    by_id: IdMap,
     /// `silver_meta` as last seen.
     indexed_through: i64,
     deletions: i64,
@@ -310,7 +310,7 @@ impl RecentIds {
             through
         } else {
             if through > self.indexed_through {
-                self.by_id.retain(|_, seq| *seq > through);
+                self.by_id.retain(|seq| seq > through);
             }
             self.last_seq.max(through)
         };
@@ -321,8 +321,11 @@ impl RecentIds {
                 .map_err(sql_err)?;
             let mut rows = stmt.query([from]).map_err(sql_err)?;
             while let Some(r) = rows.next().map_err(sql_err)? {
-                self.by_id
-                    .insert(r.get(0).map_err(sql_err)?, r.get(1).map_err(sql_err)?);
+                let id = r
+                    .get_ref(0)
+                    .and_then(|v| v.as_str().map_err(Into::into))
+                    .map_err(sql_err)?;
+                self.by_id.insert(id, r.get(1).map_err(sql_err)?);
             }
         }
         self.last_seq = last_seq;
@@ -336,7 +339,17 @@ impl RecentIds {
     /// The `seq` of the row with this id, if there is one; `indexed` is
     /// [`RecentIds::INDEXED`], prepared by the caller.
     fn find(&self, indexed: &mut rusqlite::Statement<'_>, id: &str) -> StoreResult<Option<i64>> {
-        if let Some(&seq) = self.by_id.get(id) {
+        self.find_hashed(indexed, self.by_id.hash(id), id)
+    }
+
+    /// [`RecentIds::find`] with `hash`, [`IdMap::hash`] of `id`.
+    fn find_hashed(
+        &self,
+        indexed: &mut rusqlite::Statement<'_>,
+        hash: u64,
+        id: &str,
+    ) -> StoreResult<Option<i64>> {
+        if let Some(seq) = self.by_id.get_hashed(hash, id) {
             return Ok(Some(seq));
         }
         indexed
@@ -357,7 +370,7 @@ impl RecentIds {
         let mut ids: Vec<(u64, &str, i64)> = self
             .by_id
             .iter()
-            .map(|(k, &v)| (id_prefix(k), k.as_str(), v))
+            .map(|(k, v)| (id_prefix(k), k, v))
             .collect();
         ids.sort_unstable();
         let mut insert = tx
@@ -748,8 +761,8 @@ impl SqliteStore {
             let flushed = ids.flush(&tx)?;
             let mut out = vec![PutOutcome::Duplicate; events.len()];
             let mut hours = Vec::new();
-            // Rows this call inserted: a repeat of one within the call is a duplicate.
-            let mut added: HashMap<&str, i64> = HashMap::new();
+            // Rows this call inserted, with their ids' hashes.
+            let mut added: Vec<(&str, u64, i64)> = Vec::with_capacity(events.len());
             let mut seq = ids.last_seq;
             {
                 let mut insert = tx
@@ -762,19 +775,22 @@ impl SqliteStore {
                     .map_err(sql_err)?;
                 let mut indexed = tx.prepare_cached(RecentIds::INDEXED).map_err(sql_err)?;
                 // In id order, so that the lookups walk the index from left to right instead of
-                // at random; repeated ids stay in input order, so the first of them wins.
+                // at random; repeated ids stay in input order, so the first of them wins, and
+                // follow each other: a repeat of an id this call inserted is a duplicate.
                 let mut order: Vec<(u64, &str, usize)> = events
                     .iter()
                     .enumerate()
                     .map(|(i, e)| (id_prefix(&e.event_id), e.event_id.as_str(), i))
                     .collect();
                 order.sort_unstable();
+                let mut last_inserted: Option<&str> = None;
                 for (_, _, i) in order {
                     let e = &events[i];
-                    if added.contains_key(e.event_id.as_str()) {
+                    if last_inserted == Some(e.event_id.as_str()) {
                         continue;
                     }
-                    if let Some(stored) = ids.find(&mut indexed, &e.event_id)? {
+                    let hash = ids.by_id.hash(&e.event_id);
+                    if let Some(stored) = ids.find_hashed(&mut indexed, hash, &e.event_id)? {
                         let origin: String = origin_of
                             .query_row([stored], |r| r.get(0))
                             .map_err(sql_err)?;
@@ -803,7 +819,8 @@ impl SqliteStore {
                         .map_err(sql_err)?;
                     out[i] = PutOutcome::Inserted;
                     hours.push(e.hour());
-                    added.insert(e.event_id.as_str(), seq);
+                    added.push((e.event_id.as_str(), hash, seq));
+                    last_inserted = Some(e.event_id.as_str());
                 }
             }
             if seq > ids.last_seq {
@@ -817,8 +834,9 @@ impl SqliteStore {
             if let Some(through) = flushed {
                 ids.flushed(through);
             }
-            ids.by_id
-                .extend(added.into_iter().map(|(id, seq)| (id.to_owned(), seq)));
+            for (id, hash, seq) in added {
+                ids.by_id.insert_hashed(hash, id, seq);
+            }
             ids.last_seq = seq;
             Ok(out)
         })
