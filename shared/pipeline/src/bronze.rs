@@ -199,9 +199,20 @@ pub fn report_path(key: &str) -> String {
     format!("reports/{key}.json")
 }
 
-enum Msg {
-    Events(Vec<SilverEvent>),
-    Rejected(Rejection),
+/// What the reading side hands over: valid events for one silver write and the rows refused
+/// since the last batch, in file order. Refused rows travel with the events: sent one message
+/// each, a few of them filled the channel while the writes in flight held the receiver, and the
+/// reader then waited for the writer instead of preparing the next batch beside it.
+#[derive(Default)]
+struct Batch {
+    events: Vec<SilverEvent>,
+    rejected: Vec<Rejection>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.events.len() + self.rejected.len()
+    }
 }
 
 /// How the reading side of one part ended.
@@ -557,13 +568,20 @@ impl Pipeline {
         );
         let (skip_to_line, skip_rows) = resume.map_or((0, 0), |c| (c.line, c.counts.rows));
 
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(2 * self.config.write_concurrency);
+        // As many batches ready as writes in flight: the reader works ahead of the writer by
+        // that much, and no further, whatever the file's size.
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<Batch>((self.config.write_concurrency / 2).max(1));
         let config = Arc::clone(&self.config);
         let origin = format!("{key}#{version}");
         let reader = tokio::task::spawn_blocking(move || -> Result<ReadEnd, ReadFail> {
             let validator = Validator::now();
             let mut rows = EventReader::new(SyncIoBridge::new(stream), format)?;
-            let mut batch = Vec::with_capacity(config.write_batch);
+            let fresh = || Batch {
+                events: Vec::with_capacity(config.write_batch),
+                rejected: Vec::new(),
+            };
+            let mut batch = fresh();
             let closed = || ReadFail::Io(std::io::Error::other("the writer stopped"));
             let mut skipped = 0u64;
             let mut done_here = 0u64;
@@ -578,8 +596,8 @@ impl Pipeline {
                     return Err(ReadFail::Changed);
                 }
                 if done_here > 0 && stop() {
-                    if !batch.is_empty() {
-                        tx.blocking_send(Msg::Events(batch)).map_err(|_| closed())?;
+                    if batch.len() > 0 {
+                        tx.blocking_send(batch).map_err(|_| closed())?;
                     }
                     return Ok(ReadEnd::Paused {
                         line: last_line,
@@ -605,29 +623,29 @@ impl Pipeline {
                 match checked {
                     Ok(ev) => {
                         let origin = format!("{origin}:{}", row.line);
-                        batch.push(SilverEvent::new(&ev, &config.pseudonymizer, origin));
-                        if batch.len() >= config.write_batch {
-                            tx.blocking_send(Msg::Events(std::mem::take(&mut batch)))
-                                .map_err(|_| closed())?;
-                        }
+                        batch
+                            .events
+                            .push(SilverEvent::new(&ev, &config.pseudonymizer, origin));
                     }
-                    Err(errors) => {
-                        let rejection = Rejection {
-                            line: row.line,
-                            raw: row.raw_text().into_owned(),
-                            errors,
-                            origin: BTreeMap::new(),
-                        };
-                        tx.blocking_send(Msg::Rejected(rejection))
-                            .map_err(|_| closed())?;
-                    }
+                    Err(errors) => batch.rejected.push(Rejection {
+                        line: row.line,
+                        raw: row.raw_text().into_owned(),
+                        errors,
+                        origin: BTreeMap::new(),
+                    }),
+                }
+                // Refused rows count towards the size too, so a file of bad rows is not held
+                // in memory whole.
+                if batch.len() >= config.write_batch {
+                    tx.blocking_send(std::mem::replace(&mut batch, fresh()))
+                        .map_err(|_| closed())?;
                 }
             }
             if done_here == 0 && skipped != skip_rows {
                 return Err(ReadFail::Changed);
             }
-            if !batch.is_empty() {
-                tx.blocking_send(Msg::Events(batch)).map_err(|_| closed())?;
+            if batch.len() > 0 {
+                tx.blocking_send(batch).map_err(|_| closed())?;
             }
             Ok(ReadEnd::Done {
                 rows: rows.rows_read(),
@@ -646,31 +664,29 @@ impl Pipeline {
         // tried, however slowly the store answers the earlier batch.
         let mut inflight_ids: HashSet<String> = HashSet::new();
         let mut failure: Option<StoreError> = None;
-        while let Some(msg) = rx.recv().await {
-            match msg {
-                Msg::Events(events) => {
-                    report.rows += events.len() as u64;
-                    if events.iter().any(|e| inflight_ids.contains(&e.event_id)) {
-                        while let Some(done) = inflight.next().await {
-                            if let Err(e) = settle(&mut report, &mut inflight_ids, done) {
-                                failure.get_or_insert(e);
-                            }
-                        }
-                    }
-                    inflight_ids.extend(events.iter().map(|e| e.event_id.clone()));
-                    inflight.push(write(Arc::clone(&self.stores.silver), events));
-                    while inflight.len() >= self.config.write_concurrency {
-                        if let Some(done) = inflight.next().await
-                            && let Err(e) = settle(&mut report, &mut inflight_ids, done)
-                        {
+        while let Some(Batch { events, rejected }) = rx.recv().await {
+            for r in rejected {
+                report.rows += 1;
+                report.reject(&r.errors);
+                quarantine.write(&r).await?;
+            }
+            if !events.is_empty() {
+                report.rows += events.len() as u64;
+                if events.iter().any(|e| inflight_ids.contains(&e.event_id)) {
+                    while let Some(done) = inflight.next().await {
+                        if let Err(e) = settle(&mut report, &mut inflight_ids, done) {
                             failure.get_or_insert(e);
                         }
                     }
                 }
-                Msg::Rejected(r) => {
-                    report.rows += 1;
-                    report.reject(&r.errors);
-                    quarantine.write(&r).await?;
+                inflight_ids.extend(events.iter().map(|e| e.event_id.clone()));
+                inflight.push(write(Arc::clone(&self.stores.silver), events));
+                while inflight.len() >= self.config.write_concurrency {
+                    if let Some(done) = inflight.next().await
+                        && let Err(e) = settle(&mut report, &mut inflight_ids, done)
+                    {
+                        failure.get_or_insert(e);
+                    }
                 }
             }
             if failure.is_some() {
