@@ -203,7 +203,6 @@ pub fn report_path(key: &str) -> String {
 /// since the last batch, in file order. Refused rows travel with the events: sent one message
 /// each, a few of them filled the channel while the writes in flight held the receiver, and the
 /// reader then waited for the writer instead of preparing the next batch beside it.
-#[derive(Default)]
 struct Batch {
     events: Vec<SilverEvent>,
     rejected: Vec<Rejection>,
@@ -568,8 +567,8 @@ impl Pipeline {
         );
         let (skip_to_line, skip_rows) = resume.map_or((0, 0), |c| (c.line, c.counts.rows));
 
-        // As many batches ready as writes in flight: the reader works ahead of the writer by
-        // that much, and no further, whatever the file's size.
+        // Half as many batches ready as writes in flight, and at least one: the reader works
+        // ahead of the writer by that much, and no further, whatever the file's size.
         let (tx, mut rx) =
             tokio::sync::mpsc::channel::<Batch>((self.config.write_concurrency / 2).max(1));
         let config = Arc::clone(&self.config);
