@@ -496,18 +496,24 @@ impl Table {
 /// When the cuboid's keys come in order, equal keys are neighbours and need no index: a day's
 /// facts are sorted by their full key (see `batch::day_cube`), and a cuboid that keeps a prefix
 /// of the key's dimensions (content, genre, country, device) sees its keys in order too.
-struct Appender {
+/// The index is borrowed so that one allocation serves every cuboid of a build.
+struct Appender<'i> {
     start: usize,
     in_order: bool,
-    index: FxHashMap<u64, u32>,
+    index: &'i mut FxHashMap<u64, u32>,
 }
 
-impl Appender {
-    fn new(start: usize, keys: impl Iterator<Item = u64>) -> Appender {
+impl<'i> Appender<'i> {
+    fn new(
+        start: usize,
+        keys: impl Iterator<Item = u64>,
+        index: &'i mut FxHashMap<u64, u32>,
+    ) -> Appender<'i> {
+        index.clear();
         Appender {
             start,
             in_order: keys.is_sorted(),
-            index: FxHashMap::default(),
+            index,
         }
     }
 
@@ -531,6 +537,21 @@ impl Appender {
         }
         cells.push((key, Cell::default()));
         (next, true)
+    }
+}
+
+/// The memory of a dropped cube's cells, empty, to build another cube in.
+#[derive(Debug, Default)]
+pub struct CubeSpace {
+    cells: Vec<(u64, Cell)>,
+}
+
+impl CubeSpace {
+    /// Room for `cells` cells (memory the system hands out as it is first touched).
+    pub fn with_capacity(cells: usize) -> CubeSpace {
+        CubeSpace {
+            cells: Vec::with_capacity(cells),
+        }
     }
 }
 
@@ -560,6 +581,28 @@ impl Cube {
         let mut cube = Cube::new(cuboids);
         cube.table.cells.reserve(cells);
         cube
+    }
+
+    /// A cube with room for about `cells` cells, built in the memory an earlier cube left
+    /// ([`Self::into_space`]): a run that builds cube after cube of similar sizes touches the
+    /// same pages again rather than asking the system for new ones each time.
+    pub fn with_space(cuboids: &CuboidSet, space: CubeSpace, cells: usize) -> Cube {
+        let mut cube = Cube::new(cuboids);
+        // Too small: a new allocation rather than `reserve`, which would copy the old one.
+        if space.cells.capacity() >= cells {
+            cube.table.cells = space.cells;
+            cube.table.cells.clear();
+        } else {
+            cube.table.cells = Vec::with_capacity(cells);
+        }
+        cube
+    }
+
+    /// Drops the cells and keeps their memory for [`Self::with_space`].
+    pub fn into_space(self) -> CubeSpace {
+        let mut cells = self.table.cells;
+        cells.clear();
+        CubeSpace { cells }
     }
 
     pub fn cuboids(&self) -> &CuboidSet {
@@ -627,6 +670,7 @@ impl Cube {
         // Parents before their children: more dimensions first.
         order.sort_by_key(|c| std::cmp::Reverse(c.len()));
         let mut built: Vec<(Cuboid, std::ops::Range<usize>)> = Vec::with_capacity(order.len());
+        let mut index = FxHashMap::default();
         for c in order {
             let mask = key_mask(c);
             let start = out.len();
@@ -638,7 +682,7 @@ impl Cube {
             match parent {
                 None => {
                     let key = |f: &Fact| Self::fact_key(f) & mask;
-                    let mut cells = Appender::new(start, facts.iter().map(key));
+                    let mut cells = Appender::new(start, facts.iter().map(key), &mut index);
                     for f in facts {
                         let (j, _) = cells.slot(out, key(f));
                         out[j].1.add(f);
@@ -646,7 +690,7 @@ impl Cube {
                 }
                 Some(range) => {
                     let keys = out[range.clone()].iter().map(|(k, _)| k & mask);
-                    let mut cells = Appender::new(start, keys);
+                    let mut cells = Appender::new(start, keys, &mut index);
                     for i in range {
                         let (j, new) = cells.slot(out, out[i].0 & mask);
                         // Parents lie before `start`, the child's cells from it on.
@@ -965,6 +1009,28 @@ mod tests {
                 fresh.add_all(&facts);
                 prop_assert!(fresh == build(&set, &a));
             }
+        }
+
+        #[test]
+        fn a_cube_built_in_an_earlier_cubes_space_equals_a_fresh_one(
+            a in input(),
+            b in input(),
+            room in 0..200usize,
+        ) {
+            let set = CuboidSet::default();
+            let mut first = Cube::new(&set);
+            let facts = facts_of(&mut first, &a);
+            first.add_all(&facts);
+            // Room for fewer cells than the next cube needs, or more.
+            let mut second = Cube::with_space(&set, first.into_space(), room);
+            let facts = facts_of(&mut second, &b);
+            second.add_all(&facts);
+            prop_assert!(second == build(&set, &b));
+            let mut third = Cube::with_space(&set, second.into_space(), 0);
+            prop_assert!(third.is_empty());
+            let facts = facts_of(&mut third, &a);
+            third.add_all(&facts);
+            prop_assert!(third == build(&set, &a));
         }
 
         #[test]
