@@ -576,13 +576,6 @@ impl Cube {
         }
     }
 
-    /// A cube with room for about `cells` cells.
-    pub fn with_capacity(cuboids: &CuboidSet, cells: usize) -> Cube {
-        let mut cube = Cube::new(cuboids);
-        cube.table.cells.reserve(cells);
-        cube
-    }
-
     /// A cube with room for about `cells` cells, built in the memory an earlier cube left
     /// ([`Self::into_space`]): a run that builds cube after cube of similar sizes touches the
     /// same pages again rather than asking the system for new ones each time.
@@ -650,7 +643,7 @@ impl Cube {
             return;
         }
         if self.table.cells.is_empty() {
-            // Built in place (keeping any capacity reserved by `with_capacity`).
+            // Built in place (keeping any room given by `with_space`).
             Self::build_into(&self.cuboids, &mut self.table.cells, facts);
             self.table.forget_index();
         } else {
