@@ -13,6 +13,7 @@ use streamcube_model::event::Validator;
 use streamcube_model::pseudonym::Pseudonymizer;
 use streamcube_model::reader::Format;
 
+use crate::direct::DirectFile;
 use crate::output::{counter, thousands};
 use crate::setup::{Settings, must_exist};
 
@@ -85,11 +86,11 @@ pub fn cube(settings: &Settings, args: &CubeArgs) -> anyhow::Result<()> {
             pb.inc(1)
         })?
     } else {
-        let out =
-            File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-        let mut w = BufWriter::with_capacity(1 << 20, out);
+        let mut w = DirectFile::create(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?;
         let stats = write_cube_csv(collector, &set, args.threads, &mut w, &mut |_| pb.inc(1))?;
-        w.flush()?;
+        w.flush()
+            .with_context(|| format!("writing {}", args.out.display()))?;
         stats
     };
     pb.finish_and_clear();

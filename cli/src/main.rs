@@ -6,6 +6,7 @@
 
 mod batch;
 mod demo;
+mod direct;
 mod local;
 mod output;
 mod serve;
