@@ -25,8 +25,8 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
-use crate::cube::{Cell, Cube, CubeSpace, CuboidSet, Dims, DimsRef, Fact};
-use crate::event::Validator;
+use crate::cube::{Cell, CellIds, Cube, CubeSpace, CuboidSet, Dims, DimsRef, Fact};
+use crate::event::{Device, Validator};
 use crate::pseudonym::Pseudonymizer;
 use crate::reader::{EventReader, Format, MAX_ROW_BYTES};
 use crate::report::FileReport;
@@ -803,7 +803,7 @@ pub fn write_cube_csv<W: Write>(
     std::thread::scope(|s| -> Result<(), BatchError> {
         // Workers send each day as finished CSV text: the cube is cleared where it was built,
         // so only the days being built are in memory, and formatting runs in parallel too.
-        let (tx, rx) = mpsc::sync_channel::<(usize, (Vec<u8>, u64))>(threads);
+        let (tx, rx) = mpsc::sync_channel::<(usize, (Vec<u8>, usize, u64))>(threads);
         for _ in 0..threads {
             let tx = tx.clone();
             let (days, next, genres, contents) = (&days, &next, &genres.names, &contents.names);
@@ -832,13 +832,13 @@ pub fn write_cube_csv<W: Write>(
         }
         drop(tx);
         // Write days in order; hold early finishers until their turn.
-        let mut pending: BTreeMap<usize, (Vec<u8>, u64)> = BTreeMap::new();
+        let mut pending: BTreeMap<usize, (Vec<u8>, usize, u64)> = BTreeMap::new();
         let mut want = 0;
         for (i, text) in rx {
             pending.insert(i, text);
             while let Some(text) = pending.remove(&want) {
-                let (bytes, cells) = text;
-                out.write_all(&bytes)?;
+                let (bytes, len, cells) = text;
+                out.write_all(&bytes[..len])?;
                 if let Ok(mut b) = buffers.lock() {
                     b.push(bytes);
                 }
@@ -854,17 +854,20 @@ pub fn write_cube_csv<W: Write>(
     Ok(stats)
 }
 
-/// A day's cells as CSV rows (no header) in `out` (emptied first), and how many.
-fn format_day(day: NaiveDate, cube: &Cube, mut out: Vec<u8>) -> (Vec<u8>, u64) {
+/// A day's cells as CSV rows (no header) in `out`, which is reused as it is: returns the buffer,
+/// the length of the rows in it, and how many rows.
+fn format_day(day: NaiveDate, cube: &Cube, mut out: Vec<u8>) -> (Vec<u8>, usize, u64) {
     let room = cube.len() * 64;
-    if out.capacity() < room {
-        // Not `reserve`, which would copy the old text over; with room to spare, so that the
-        // buffer fits the next days too (they have about as many cells).
-        out = Vec::with_capacity(room + room / 8);
+    if out.len() < room {
+        // A new buffer rather than growing the old one, which would copy its text over; with
+        // room to spare, so that the buffer fits the next days too (they have about as many
+        // cells).
+        out = vec![0; room + room / 8];
     }
-    out.clear();
-    let n = write_rows(&mut out, day, cube.sorted_cells());
-    (out, n)
+    let genres = FieldTexts::new(cube.genre_names());
+    let contents = FieldTexts::new(cube.content_names());
+    let (end, n) = write_rows(&mut out, 0, day, &genres, &contents, cube.sorted_ids());
+    (out, end, n)
 }
 
 /// One day's cells in the cube CSV form of the contract, header included, ordered by cuboid and
@@ -873,60 +876,247 @@ pub fn day_csv(day: NaiveDate, cells: &[(Dims, Cell)]) -> Vec<u8> {
     let mut sorted: Vec<(DimsRef<'_>, &Cell)> =
         cells.iter().map(|(d, c)| (d.as_ref(), c)).collect();
     sorted.sort_unstable_by(|a, b| (a.0.cuboid(), a.0).cmp(&(b.0.cuboid(), b.0)));
+    // Names by id, id 0 (the empty name) for rolled up, as a cube's dictionaries have them.
+    let mut genres = Names::default();
+    let mut contents = Names::default();
+    let rows: Vec<(CellIds, &Cell)> = sorted
+        .iter()
+        .map(|(d, c)| {
+            let ids = CellIds {
+                country: d.country,
+                device: d.device,
+                genre: d.genre.map_or(0, |g| genres.id(g)),
+                content: d.content_id.map_or(0, |c| contents.id(c)),
+            };
+            (ids, *c)
+        })
+        .collect();
     let mut out = Vec::with_capacity(64 * (cells.len() + 1));
     out.extend_from_slice(CUBE_CSV_HEADER.as_bytes());
     out.push(b'\n');
-    write_rows(&mut out, day, sorted);
+    let (genres, contents) = (
+        FieldTexts::new(genres.names.iter().copied()),
+        FieldTexts::new(contents.names.iter().copied()),
+    );
+    let at = out.len();
+    let (end, _) = write_rows(&mut out, at, day, &genres, &contents, rows);
+    out.truncate(end);
     out
 }
 
-/// Appends cells as rows of the cube CSV, the way the `csv` crate's default writer does (`\n`
-/// line ends, a field quoted only when it must be, quotes doubled inside), without its
-/// per-field state machine: only the two free-text fields can need quotes, and the numbers are
-/// formatted straight into the buffer. Returns how many rows.
+/// Names in order of first use, after the empty name.
+struct Names<'a> {
+    ids: FxHashMap<&'a str, u32>,
+    names: Vec<&'a str>,
+}
+
+impl Default for Names<'_> {
+    fn default() -> Self {
+        Names {
+            ids: FxHashMap::default(),
+            names: vec![""],
+        }
+    }
+}
+
+impl<'a> Names<'a> {
+    fn id(&mut self, name: &'a str) -> u32 {
+        let next = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let id = *self.ids.entry(name).or_insert(next);
+        if id == next {
+            self.names.push(name);
+        }
+        id
+    }
+}
+
+/// Bytes moved at once for a name's field: most names are shorter, and their field is copied
+/// with one fixed-size move instead of a `memcpy` call sized at run time.
+const NAME_MOVE: usize = 32;
+/// Room a row needs besides its names' fields: day, country, device, seven numbers of up to 20
+/// digits and their separators, and `NAME_MOVE` twice.
+const ROW_ROOM: usize = 256;
+
+/// The CSV field text of each name of a dimension, followed by its comma, quoted only when it
+/// must be and with quotes doubled inside, as the `csv` crate's default writer does. All in one
+/// buffer with `NAME_MOVE` bytes of padding at the end.
+struct FieldTexts {
+    text: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+}
+
+impl FieldTexts {
+    fn new<'a>(names: impl Iterator<Item = &'a str>) -> FieldTexts {
+        let quoting = csv_core::Writer::new();
+        let mut text = Vec::new();
+        let mut spans = Vec::new();
+        for name in names {
+            let start = text.len();
+            if quoting.should_quote(name.as_bytes()) {
+                text.push(b'"');
+                for (i, part) in name.split('"').enumerate() {
+                    if i > 0 {
+                        text.extend_from_slice(b"\"\"");
+                    }
+                    text.extend_from_slice(part.as_bytes());
+                }
+                text.push(b'"');
+            } else {
+                text.extend_from_slice(name.as_bytes());
+            }
+            text.push(b',');
+            spans.push((start, text.len() - start));
+        }
+        text.resize(text.len() + NAME_MOVE, 0);
+        FieldTexts { text, spans }
+    }
+
+    fn len(&self, id: u32) -> usize {
+        self.spans.get(id as usize).map_or(1, |s| s.1)
+    }
+}
+
+/// Two decimal digits for each of 0..100.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Rows written at a cursor into initialized bytes, field by field without a bounds check or a
+/// length computation each: room for a whole row is made once, before it.
+struct RowText<'a> {
+    out: &'a mut Vec<u8>,
+    pos: usize,
+}
+
+impl RowText<'_> {
+    fn room(&mut self, n: usize) {
+        if self.out.len() - self.pos < n {
+            let len = (self.out.len() * 2).max(self.pos + n);
+            self.out.resize(len, 0);
+        }
+    }
+
+    /// Moves `N` bytes and keeps the first `len`.
+    #[inline]
+    fn fixed<const N: usize>(&mut self, src: &[u8; N], len: usize) {
+        self.out[self.pos..self.pos + N].copy_from_slice(src);
+        self.pos += len;
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.out[self.pos] = b;
+        self.pos += 1;
+    }
+
+    #[inline]
+    fn field(&mut self, texts: &FieldTexts, id: u32) {
+        let Some(&(start, len)) = texts.spans.get(id as usize) else {
+            // Not in the dictionary: cannot happen for a cube's own ids; an empty field.
+            self.byte(b',');
+            return;
+        };
+        match texts.text[start..].first_chunk::<NAME_MOVE>() {
+            Some(head) if len <= NAME_MOVE => self.fixed(head, len),
+            _ => {
+                self.out[self.pos..self.pos + len].copy_from_slice(&texts.text[start..start + len]);
+                self.pos += len;
+            }
+        }
+    }
+
+    /// `v` in decimal, the way `itoa` writes it, but in place: `itoa` formats into a buffer of
+    /// its own, and the copy out of it was a `memcpy` call per number.
+    #[inline]
+    fn number(&mut self, mut v: u64) {
+        let len = v.checked_ilog10().map_or(1, |l| l as usize + 1);
+        let digits = &mut self.out[self.pos..self.pos + len];
+        let mut i = len;
+        while v >= 100 {
+            let r = (v % 100) as usize * 2;
+            v /= 100;
+            i -= 2;
+            digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+        }
+        if v >= 10 {
+            let r = v as usize * 2;
+            digits[..2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+        } else {
+            digits[0] = b'0' + v as u8;
+        }
+        self.pos += len;
+    }
+}
+
+/// Writes cells as rows of the cube CSV into `out` from `at` on (growing it when needed), the
+/// way the `csv` crate's default writer does (`\n` line ends, a field quoted only when it must
+/// be, quotes doubled inside). Returns where the rows end and how many there are.
 fn write_rows<'a>(
     out: &mut Vec<u8>,
+    at: usize,
     day: NaiveDate,
-    cells: impl IntoIterator<Item = (DimsRef<'a>, &'a Cell)>,
-) -> u64 {
-    let day = day.format("%Y-%m-%d").to_string();
-    // Decides quoting exactly as the writer the rows used to go through.
-    let quoting = csv_core::Writer::new();
-    let text = |out: &mut Vec<u8>, field: &str| {
-        if quoting.should_quote(field.as_bytes()) {
-            out.push(b'"');
-            for (i, part) in field.split('"').enumerate() {
-                if i > 0 {
-                    out.extend_from_slice(b"\"\"");
-                }
-                out.extend_from_slice(part.as_bytes());
-            }
-            out.push(b'"');
-        } else {
-            out.extend_from_slice(field.as_bytes());
+    genres: &FieldTexts,
+    contents: &FieldTexts,
+    cells: impl IntoIterator<Item = (CellIds, &'a Cell)>,
+) -> (usize, u64) {
+    let mut prefix = [b','; 11];
+    let date = day.format("%Y-%m-%d").to_string();
+    if let Some(p) = prefix.first_chunk_mut::<10>()
+        && let Some(d) = date.as_bytes().first_chunk::<10>()
+    {
+        *p = *d;
+    }
+    // Each device's field and comma; index 0 for rolled up.
+    let mut devices = [([0u8; 8], 1usize); 9];
+    devices[0].0[0] = b',';
+    for (code, slot) in (0u8..).zip(devices.iter_mut().skip(1)) {
+        if let Some(d) = Device::from_code(code) {
+            let name = d.as_str().as_bytes();
+            slot.0[..name.len()].copy_from_slice(name);
+            slot.0[name.len()] = b',';
+            slot.1 = name.len() + 1;
         }
-    };
-    let mut num = itoa::Buffer::new();
+    }
+    let mut w = RowText { out, pos: at };
     let mut n = 0;
-    for (dims, cell) in cells {
-        let m = &cell.measures;
-        out.extend_from_slice(day.as_bytes());
-        out.push(b',');
-        out.extend_from_slice(dims.country.as_ref().map_or("", |c| c.as_str()).as_bytes());
-        out.push(b',');
-        out.extend_from_slice(dims.device.map_or("", |d| d.as_str()).as_bytes());
-        out.push(b',');
-        text(out, dims.genre.unwrap_or(""));
-        out.push(b',');
-        text(out, dims.content_id.unwrap_or(""));
-        for v in m.values().into_iter().chain([cell.viewers.estimate()]) {
-            out.push(b',');
-            out.extend_from_slice(num.format(v).as_bytes());
+    for (ids, cell) in cells {
+        w.room(ROW_ROOM + genres.len(ids.genre) + contents.len(ids.content));
+        if date.len() == 10 {
+            w.fixed(&prefix, 11);
+        } else {
+            // Years outside 0..=9999: not from validated events, but written right all the same.
+            w.out[w.pos..w.pos + date.len()].copy_from_slice(date.as_bytes());
+            w.pos += date.len();
+            w.byte(b',');
         }
-        out.push(b'\n');
+        match ids.country {
+            Some(c) => {
+                let [a, b] = c.bytes();
+                w.fixed(&[a, b, b','], 3);
+            }
+            None => w.byte(b','),
+        }
+        let (device, len) = &devices[ids.device.map_or(0, |d| usize::from(d.code()) + 1)];
+        w.fixed(device, *len);
+        w.field(genres, ids.genre);
+        w.field(contents, ids.content);
+        let m = &cell.measures;
+        for v in m.values() {
+            w.number(v);
+            w.byte(b',');
+        }
+        w.number(cell.viewers.estimate());
+        w.byte(b'\n');
         n += 1;
     }
-    n
+    (w.pos, n)
 }
 
 #[cfg(test)]
@@ -1101,38 +1291,58 @@ mod tests {
         #[test]
         fn rows_are_written_as_the_csv_crate_writes_them(
             texts in proptest::collection::vec(
-                (proptest::option::of("[a-z,\"\r\n #é]{0,8}"), proptest::option::of("[a-z0-9,\"\n:]{0,8}")),
+                (
+                    proptest::option::of("[a-z,\"\r\n #é]{0,40}"),
+                    proptest::option::of("[a-z0-9,\"\n:]{0,40}"),
+                    0u8..7,
+                    proptest::option::of("[A-Z]{2}"),
+                ),
                 0..12,
             ),
             counts in proptest::collection::vec(0..u64::MAX, 6),
+            small in 0u64..1000,
         ) {
             let day = NaiveDate::from_ymd_opt(2026, 11, 4).expect("date");
             let mut cell = Cell::default();
             let m = &mut cell.measures;
-            (m.plays, m.watch_seconds, m.completed) = (counts[0], counts[1], counts[2]);
+            (m.plays, m.watch_seconds, m.completed) = (counts[0], counts[1], small);
             (m.buffering_ms, m.bitrate_sum, m.bitrate_count) = (counts[3], counts[4], counts[5]);
             cell.viewers.insert(counts[0]);
-            let rows: Vec<(DimsRef<'_>, &Cell)> = texts
+            let mut genres = Names::default();
+            let mut contents = Names::default();
+            let rows: Vec<(CellIds, &Cell)> = texts
                 .iter()
-                .map(|(genre, content)| {
-                    let dims = DimsRef {
-                        country: crate::event::Country::parse("BR").ok(),
-                        device: None,
-                        genre: genre.as_deref(),
-                        content_id: content.as_deref(),
+                .map(|(genre, content, device, country)| {
+                    let ids = CellIds {
+                        country: country.as_deref().and_then(|c| crate::event::Country::parse(c).ok()),
+                        device: Device::from_code(*device),
+                        genre: genre.as_deref().map_or(0, |g| genres.id(g)),
+                        content: content.as_deref().map_or(0, |c| contents.id(c)),
                     };
-                    (dims, &cell)
+                    (ids, &cell)
                 })
                 .collect();
-            let mut ours = Vec::new();
-            proptest::prop_assert_eq!(write_rows(&mut ours, day, rows.iter().copied()), rows.len() as u64);
-            let mut theirs = csv::Writer::from_writer(Vec::new());
-            for (dims, cell) in &rows {
+            let (genre_texts, content_texts) = (
+                FieldTexts::new(genres.names.iter().copied()),
+                FieldTexts::new(contents.names.iter().copied()),
+            );
+            // Written after bytes already there, into a buffer too small to start with.
+            let mut ours = b"kept".to_vec();
+            let (end, n) = write_rows(&mut ours, 4, day, &genre_texts, &content_texts, rows.iter().copied());
+            proptest::prop_assert_eq!(n, rows.len() as u64);
+            ours.truncate(end);
+            let mut theirs = csv::Writer::from_writer(b"kept".to_vec());
+            for (ids, cell) in &rows {
                 let numbers: Vec<String> = cell.measures.values().into_iter()
                     .chain([cell.viewers.estimate()]).map(|v| v.to_string()).collect();
-                let mut record = vec!["2026-11-04", "BR", "", dims.genre.unwrap_or(""),
-                    dims.content_id.unwrap_or("")];
-                record.extend(numbers.iter().map(String::as_str));
+                let mut record = vec![
+                    "2026-11-04".to_owned(),
+                    ids.country.map_or(String::new(), |c| c.as_str().to_owned()),
+                    ids.device.map_or("", |d| d.as_str()).to_owned(),
+                    genres.names[ids.genre as usize].to_owned(),
+                    contents.names[ids.content as usize].to_owned(),
+                ];
+                record.extend(numbers);
                 theirs.write_record(&record).expect("write");
             }
             let theirs = theirs.into_inner().expect("flush");

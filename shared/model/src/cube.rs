@@ -743,10 +743,35 @@ impl Cube {
 
     /// Every cell, ordered by cuboid, then by coordinates in dictionary order (which follows the
     /// input): the same input always gives the same order.
-    /// Only the order (16 bytes a cell) is held; the cells are looked up as they are taken. A
-    /// cuboid's cells are grouped by counting, and sorted only when they are not in order yet
-    /// (most are, as [`Self::add_all`] leaves them).
     pub fn sorted_cells(&self) -> impl Iterator<Item = (DimsRef<'_>, &Cell)> {
+        self.sorted_order()
+            .into_iter()
+            .map(|(k, i)| (self.dims_of(k), &self.table.cells[i as usize].1))
+    }
+
+    /// [`Self::sorted_cells`] with genre and content as ids into [`Self::genre_names`] and
+    /// [`Self::content_names`], for writers that keep tables of their own per name.
+    pub fn sorted_ids(&self) -> impl Iterator<Item = (CellIds, &Cell)> {
+        self.sorted_order()
+            .into_iter()
+            .map(|(k, i)| (cell_ids(k), &self.table.cells[i as usize].1))
+    }
+
+    /// The genres by id; id 0, the empty name, stands for rolled up.
+    pub fn genre_names(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.genres.names.iter().map(|n| &**n)
+    }
+
+    /// The content ids by id; id 0, the empty name, stands for rolled up.
+    pub fn content_names(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.contents.names.iter().map(|n| &**n)
+    }
+
+    /// Keys and positions of the cells in the order of [`Self::sorted_cells`]. Only the order
+    /// (16 bytes a cell) is held; the cells are looked up as they are taken. A cuboid's cells
+    /// are grouped by counting, and sorted only when they are not in order yet (most are, as
+    /// [`Self::add_all`] leaves them).
+    fn sorted_order(&self) -> Vec<(u64, u32)> {
         let cells = &self.table.cells;
         let cuboid = |key: u64| usize::from(cuboid_of(key).bits());
         // Cuboid `b`'s cells go to order[starts[b]..starts[b + 1]] (bits are below 16).
@@ -771,8 +796,6 @@ impl Cube {
             }
         }
         order
-            .into_iter()
-            .map(|(k, i)| (self.dims_of(k), &self.table.cells[i as usize].1))
     }
 
     /// The cell at these coordinates.
@@ -835,6 +858,26 @@ fn cuboid_of(key: u64) -> Cuboid {
     bits |= u8::from(key & GENRE_MASK != 0) * Dim::Genre.bit();
     bits |= u8::from(key & CONTENT_MASK != 0) * Dim::ContentId.bit();
     Cuboid(bits)
+}
+
+/// A cell's coordinates with genre and content as dictionary ids (0: rolled up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CellIds {
+    pub country: Option<Country>,
+    pub device: Option<Device>,
+    pub genre: u32,
+    pub content: u32,
+}
+
+fn cell_ids(key: u64) -> CellIds {
+    let d = (key & DEVICE_MASK) as u8;
+    let c = ((key & COUNTRY_MASK) >> COUNTRY_SHIFT) as u16;
+    CellIds {
+        device: d.checked_sub(1).and_then(Device::from_code),
+        country: c.checked_sub(1).and_then(Country::from_code),
+        genre: genre_of(key),
+        content: content_of(key),
+    }
 }
 
 fn dims_of<'a>(genres: &'a Interner, contents: &'a Interner, key: u64) -> DimsRef<'a> {

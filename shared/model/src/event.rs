@@ -259,6 +259,11 @@ impl Country {
         std::str::from_utf8(&self.0).unwrap_or("??")
     }
 
+    /// The two letters.
+    pub const fn bytes(self) -> [u8; 2] {
+        self.0
+    }
+
     /// A dense code in 0..676.
     pub const fn code(self) -> u16 {
         (self.0[0] - b'A') as u16 * 26 + (self.0[1] - b'A') as u16
