@@ -73,6 +73,9 @@ pub struct Collector<'c> {
     contents: Dictionary,
     content_genre: Vec<u32>,
     days: BTreeMap<i64, Day>,
+    /// Positions of the events found to repeat an earlier id, sorted: dropped from each day as
+    /// it is built, on the build workers, rather than by one thread at the end of each input.
+    repeats: Vec<u32>,
     report: BatchReport,
 }
 
@@ -475,6 +478,7 @@ impl<'c> Collector<'c> {
             contents: Dictionary::default(),
             content_genre: Vec::new(),
             days: BTreeMap::new(),
+            repeats: Vec::new(),
             report: BatchReport::default(),
         }
     }
@@ -654,37 +658,17 @@ impl<'c> Collector<'c> {
         Ok(())
     }
 
-    /// Finds the repeated ids among the events taken in since position `first` (this input)
-    /// and drops those events: the first occurrence of an id, in this input or an earlier one,
-    /// is the one kept.
+    /// Finds the repeated ids among the events taken in since position `first` (this input):
+    /// the first occurrence of an id, in this input or an earlier one, is the one kept. The
+    /// repeats are counted now and dropped from their day when it is built.
     fn drop_repeats(&mut self, report: &mut FileReport, first: u32) {
         let repeats = self.seen.settle(self.workers);
-        if repeats.is_empty() {
-            return;
-        }
         let n = repeats.len() as u64;
         report.duplicates += n;
         report.accepted -= n;
-        for day in self.days.values_mut() {
-            // This input's events are at the end of each day, in position order.
-            let start = day.positions.partition_point(|p| *p < first);
-            let mut repeats = repeats.iter().copied().peekable();
-            let mut kept = start;
-            for i in start..day.facts.len() {
-                let position = day.positions[i];
-                while repeats.next_if(|r| *r < position).is_some() {}
-                if repeats.next_if_eq(&position).is_some() {
-                    continue;
-                }
-                day.facts[kept] = day.facts[i];
-                day.positions[kept] = position;
-                kept += 1;
-            }
-            day.facts.truncate(kept);
-            day.positions.truncate(kept);
-        }
-        // A day can have had nothing but repeats.
-        self.days.retain(|_, day| !day.facts.is_empty());
+        // This input's positions are all above the earlier inputs': the list stays sorted.
+        debug_assert!(repeats.first().is_none_or(|r| *r >= first));
+        self.repeats.extend(repeats);
     }
 
     /// The counts so far.
@@ -697,7 +681,8 @@ impl<'c> Collector<'c> {
         self.report.total.accepted
     }
 
-    /// The days that have events.
+    /// The days that have events. (A day whose events all repeat ids first seen on other days
+    /// is among them, but has no cells in the cube.)
     pub fn days(&self) -> impl Iterator<Item = NaiveDate> + '_ {
         self.days.keys().filter_map(|d| epoch_day(*d))
     }
@@ -705,6 +690,38 @@ impl<'c> Collector<'c> {
 
 fn epoch_day(d: i64) -> Option<NaiveDate> {
     chrono::DateTime::from_timestamp(d.checked_mul(86_400)?, 0).map(|t| t.date_naive())
+}
+
+impl Day {
+    /// The facts without those at the positions in `repeats` (sorted). Only the facts after the
+    /// first repeat are moved, a run at a time.
+    fn into_facts(self, repeats: &[u32]) -> Vec<Fact> {
+        let Day {
+            mut facts,
+            positions,
+        } = self;
+        let (Some(&lo), Some(&hi)) = (positions.first(), positions.last()) else {
+            return facts;
+        };
+        let mine =
+            &repeats[repeats.partition_point(|r| *r < lo)..repeats.partition_point(|r| *r <= hi)];
+        // Indices in this day of its repeats, ascending like the positions.
+        let mut gone = mine
+            .iter()
+            .filter_map(|r| positions.binary_search(r).ok())
+            .peekable();
+        let Some(&first) = gone.peek() else {
+            return facts;
+        };
+        let mut kept = first;
+        while let Some(i) = gone.next() {
+            let end = gone.peek().copied().unwrap_or(facts.len());
+            facts.copy_within(i + 1..end, kept);
+            kept += end - (i + 1);
+        }
+        facts.truncate(kept);
+        facts
+    }
 }
 
 /// Totals of a written cube.
@@ -769,28 +786,19 @@ pub fn write_cube_csv<W: Write>(
         genres,
         contents,
         seen,
+        repeats,
         ..
     } = collector;
-    // Deduplication is over: free its records (16 bytes an event, and the days' positions 4 more)
-    // before the days are built.
+    // Deduplication is over: free its records (16 bytes an event) before the days are built.
     drop(seen);
-    let days: Vec<(i64, std::sync::Mutex<Vec<Fact>>)> = days
+    // Each worker's cube space is made for the largest day, so that no day has to move it.
+    let most_facts = days.values().map(|d| d.facts.len()).max().unwrap_or(0);
+    let days: Vec<(i64, std::sync::Mutex<Day>)> = days
         .into_iter()
-        .map(|(d, day)| {
-            let mut f = day.facts;
-            // Growth by doubling leaves up to half of each vector unused.
-            f.shrink_to_fit();
-            (d, std::sync::Mutex::new(f))
-        })
+        .map(|(d, day)| (d, std::sync::Mutex::new(day)))
         .collect();
     let next = AtomicUsize::new(0);
     let threads = threads.max(1).min(days.len().max(1));
-    // Each worker's cube space is made for the largest day, so that no day has to move it.
-    let most_facts = days
-        .iter()
-        .map(|(_, f)| f.lock().map_or(0, |f| f.len()))
-        .max()
-        .unwrap_or(0);
     let mut out = out;
     out.write_all(CUBE_CSV_HEADER.as_bytes())?;
     out.write_all(b"\n")?;
@@ -807,7 +815,7 @@ pub fn write_cube_csv<W: Write>(
         for _ in 0..threads {
             let tx = tx.clone();
             let (days, next, genres, contents) = (&days, &next, &genres.names, &contents.names);
-            let buffers = &buffers;
+            let (buffers, repeats) = (&buffers, &repeats);
             s.spawn(move || {
                 let mut space = CubeSpace::with_capacity(day_cells(most_facts));
                 loop {
@@ -815,7 +823,7 @@ pub fn write_cube_csv<W: Write>(
                     let Some((_, facts)) = days.get(i) else { break };
                     // Each day is taken by exactly one worker; its facts are freed once built.
                     let mut facts = match facts.lock() {
-                        Ok(mut f) => std::mem::take(&mut *f),
+                        Ok(mut day) => std::mem::take(&mut *day).into_facts(repeats),
                         Err(_) => break,
                     };
                     let cube = day_cube(set, &mut facts, genres, contents, space);
@@ -843,7 +851,8 @@ pub fn write_cube_csv<W: Write>(
                     b.push(bytes);
                 }
                 stats.cells += cells;
-                stats.days += 1;
+                // A day of nothing but repeats has no cells.
+                stats.days += u64::from(cells > 0);
                 progress(epoch_day(days[want].0).unwrap_or(NaiveDate::MIN));
                 want += 1;
             }
@@ -1143,8 +1152,15 @@ mod tests {
         }
         let report = c.report().clone();
         let mut out = Vec::new();
-        write_cube_csv(c, set, 2, &mut out, &mut |_| {}).expect("write");
-        (String::from_utf8(out).expect("utf8"), report)
+        let stats = write_cube_csv(c, set, 2, &mut out, &mut |_| {}).expect("write");
+        let out = String::from_utf8(out).expect("utf8");
+        // The totals count what was written: a day of nothing but repeats is not a day.
+        let rows: Vec<&str> = out.lines().skip(1).collect();
+        let days: std::collections::BTreeSet<&str> =
+            rows.iter().filter_map(|r| r.split(',').next()).collect();
+        assert_eq!(stats.cells, rows.len() as u64);
+        assert_eq!(stats.days, days.len() as u64);
+        (out, report)
     }
 
     fn chunks(data: &[u8], csv: bool, chunk_bytes: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
