@@ -15,17 +15,17 @@
 //! records of the inputs before it, on all workers (see `SeenIds`).
 
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufRead, Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 
 use chrono::NaiveDate;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
-use crate::cube::{Cell, CellIds, Cube, CubeSpace, CuboidSet, Dims, DimsRef, Fact};
+use crate::cube::{Cell, CellIds, CellOrder, Cube, CubeSpace, CuboidSet, Dims, DimsRef, Fact};
 use crate::event::{Device, Validator};
 use crate::pseudonym::Pseudonymizer;
 use crate::reader::{EventReader, Format, MAX_ROW_BYTES};
@@ -772,6 +772,99 @@ fn day_cube(
     cube
 }
 
+/// A day's cube once built, shared by the workers that write its parts.
+struct BuiltDay {
+    index: usize,
+    date: NaiveDate,
+    cube: Cube,
+    order: CellOrder,
+    genres: FieldTexts,
+    contents: FieldTexts,
+}
+
+impl BuiltDay {
+    /// The cells of part `part` of [`DAY_PARTS`], as equal as can be.
+    fn part(&self, part: usize) -> std::ops::Range<usize> {
+        let n = self.order.len();
+        n * part / DAY_PARTS..n * (part + 1) / DAY_PARTS
+    }
+}
+
+/// Each day's text is written in this many parts, which any worker can take: the last day
+/// built is not left to one worker while the others have nothing to do.
+const DAY_PARTS: usize = 4;
+
+/// What the build workers share: which day is next, and the parts of built days waiting to be
+/// written. Parts go first, so that a built cube's memory comes back soon; at most one cube a
+/// worker is alive (built and not all written), so at most that many cube spaces are made.
+struct Board {
+    next_day: usize,
+    days: usize,
+    alive: usize,
+    limit: usize,
+    parts: VecDeque<(Arc<BuiltDay>, usize)>,
+    stop: bool,
+}
+
+enum Job {
+    Build(usize),
+    Write(Arc<BuiltDay>, usize),
+}
+
+struct Jobs {
+    board: Mutex<Board>,
+    changed: Condvar,
+}
+
+impl Jobs {
+    fn board(&self) -> MutexGuard<'_, Board> {
+        self.board.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next job, waiting while other workers may still make one; `None` when all is done
+    /// or the run stopped.
+    fn next(&self) -> Option<Job> {
+        let mut b = self.board();
+        loop {
+            if b.stop {
+                return None;
+            }
+            if let Some((day, part)) = b.parts.pop_front() {
+                return Some(Job::Write(day, part));
+            }
+            if b.next_day < b.days && b.alive < b.limit {
+                let i = b.next_day;
+                b.next_day += 1;
+                b.alive += 1;
+                return Some(Job::Build(i));
+            }
+            if b.next_day == b.days && b.alive == 0 {
+                return None;
+            }
+            b = self.changed.wait(b).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Board)) {
+        f(&mut self.board());
+        self.changed.notify_all();
+    }
+}
+
+/// Stops the other workers if this one unwinds, rather than leaving them waiting for it.
+struct StopOnPanic<'a>(&'a Jobs);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.update(|b| b.stop = true);
+        }
+    }
+}
+
+/// CSV text of a part of a day: the buffer, the length of the text in it, and how many rows.
+type Text = (Vec<u8>, usize, u64);
+
 /// Writes the cube CSV of everything collected, one day at a time on `threads` workers.
 /// `progress` is told each finished day.
 pub fn write_cube_csv<W: Write>(
@@ -791,70 +884,97 @@ pub fn write_cube_csv<W: Write>(
     } = collector;
     // Deduplication is over: free its records (16 bytes an event) before the days are built.
     drop(seen);
-    // Each worker's cube space is made for the largest day, so that no day has to move it.
+    // Each cube space is made for the largest day, so that no day has to move it.
     let most_facts = days.values().map(|d| d.facts.len()).max().unwrap_or(0);
-    let days: Vec<(i64, std::sync::Mutex<Day>)> = days
+    let days: Vec<(NaiveDate, Mutex<Day>)> = days
         .into_iter()
-        .map(|(d, day)| (d, std::sync::Mutex::new(day)))
+        .map(|(d, day)| (epoch_day(d).unwrap_or(NaiveDate::MIN), Mutex::new(day)))
         .collect();
-    let next = AtomicUsize::new(0);
-    let threads = threads.max(1).min(days.len().max(1));
+    let threads = threads.max(1);
     let mut out = out;
     out.write_all(CUBE_CSV_HEADER.as_bytes())?;
     out.write_all(b"\n")?;
     let mut stats = CubeStats::default();
 
-    // Text buffers written out, for the workers to format later days into. Like each worker's
-    // cube space, a buffer is reused rather than freed: fresh memory costs a page fault per
-    // 4 KiB touched, and page faults were a tenth of this command's CPU samples.
-    let buffers: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::default();
+    let jobs = Jobs {
+        board: Mutex::new(Board {
+            next_day: 0,
+            days: days.len(),
+            alive: 0,
+            limit: threads,
+            parts: VecDeque::new(),
+            stop: false,
+        }),
+        changed: Condvar::new(),
+    };
+    // Cube spaces and text buffers given back, for later days. Memory is reused rather than
+    // freed: fresh memory costs a page fault per 4 KiB touched, and page faults were a tenth of
+    // this command's CPU samples.
+    let spaces: Mutex<Vec<CubeSpace>> = Mutex::default();
+    let buffers: Mutex<Vec<Vec<u8>>> = Mutex::default();
     std::thread::scope(|s| -> Result<(), BatchError> {
-        // Workers send each day as finished CSV text: the cube is cleared where it was built,
-        // so only the days being built are in memory, and formatting runs in parallel too.
-        let (tx, rx) = mpsc::sync_channel::<(usize, (Vec<u8>, usize, u64))>(threads);
+        // Workers send each part of a day as finished CSV text, so only the days being built
+        // or written are in memory, and formatting runs in parallel too.
+        let (tx, rx) = mpsc::sync_channel::<(usize, usize, Text)>(threads * DAY_PARTS);
         for _ in 0..threads {
             let tx = tx.clone();
-            let (days, next, genres, contents) = (&days, &next, &genres.names, &contents.names);
-            let (buffers, repeats) = (&buffers, &repeats);
+            let (days, genres, contents) = (&days, &genres.names, &contents.names);
+            let (jobs, spaces, buffers, repeats) = (&jobs, &spaces, &buffers, &repeats);
             s.spawn(move || {
-                let mut space = CubeSpace::with_capacity(day_cells(most_facts));
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((_, facts)) = days.get(i) else { break };
-                    // Each day is taken by exactly one worker; its facts are freed once built.
-                    let mut facts = match facts.lock() {
-                        Ok(mut day) => std::mem::take(&mut *day).into_facts(repeats),
-                        Err(_) => break,
+                let _stop = StopOnPanic(jobs);
+                while let Some(job) = jobs.next() {
+                    let (built, part) = match job {
+                        Job::Build(i) => {
+                            let space = spaces.lock().ok().and_then(|mut s| s.pop());
+                            let built = build_day(
+                                i, days, repeats, set, genres, contents, space, most_facts,
+                            );
+                            jobs.update(|b| {
+                                b.parts
+                                    .extend((1..DAY_PARTS).map(|p| (Arc::clone(&built), p)));
+                            });
+                            (built, 0)
+                        }
+                        Job::Write(built, part) => (built, part),
                     };
-                    let cube = day_cube(set, &mut facts, genres, contents, space);
-                    drop(facts);
-                    let day = epoch_day(days[i].0).unwrap_or(NaiveDate::MIN);
                     let buffer = buffers.lock().ok().and_then(|mut b| b.pop());
-                    let text = format_day(day, &cube, buffer.unwrap_or_default());
-                    space = cube.into_space();
-                    if tx.send((i, text)).is_err() {
+                    let text = format_part(&built, part, buffer.unwrap_or_default());
+                    let index = built.index;
+                    // The last part written gives the cube's memory back.
+                    if let Some(done) = Arc::into_inner(built) {
+                        if let Ok(mut s) = spaces.lock() {
+                            s.push(done.cube.into_space());
+                        }
+                        jobs.update(|b| b.alive -= 1);
+                    }
+                    if tx.send((index, part, text)).is_err() {
+                        jobs.update(|b| b.stop = true);
                         break;
                     }
                 }
             });
         }
         drop(tx);
-        // Write days in order; hold early finishers until their turn.
-        let mut pending: BTreeMap<usize, (Vec<u8>, usize, u64)> = BTreeMap::new();
-        let mut want = 0;
-        for (i, text) in rx {
-            pending.insert(i, text);
-            while let Some(text) = pending.remove(&want) {
-                let (bytes, len, cells) = text;
+        // Write the parts in order; hold early finishers until their turn. On a failed write,
+        // `rx` is dropped and the workers stop at their next send.
+        let mut pending: BTreeMap<(usize, usize), Text> = BTreeMap::new();
+        let (mut day, mut part, mut day_cells) = (0, 0, 0);
+        for (i, p, text) in rx {
+            pending.insert((i, p), text);
+            while let Some((bytes, len, cells)) = pending.remove(&(day, part)) {
                 out.write_all(&bytes[..len])?;
                 if let Ok(mut b) = buffers.lock() {
                     b.push(bytes);
                 }
-                stats.cells += cells;
-                // A day of nothing but repeats has no cells.
-                stats.days += u64::from(cells > 0);
-                progress(epoch_day(days[want].0).unwrap_or(NaiveDate::MIN));
-                want += 1;
+                day_cells += cells;
+                part += 1;
+                if part == DAY_PARTS {
+                    stats.cells += day_cells;
+                    // A day of nothing but repeats has no cells.
+                    stats.days += u64::from(day_cells > 0);
+                    progress(days[day].0);
+                    (day, part, day_cells) = (day + 1, 0, 0);
+                }
             }
         }
         Ok(())
@@ -863,19 +983,49 @@ pub fn write_cube_csv<W: Write>(
     Ok(stats)
 }
 
-/// A day's cells as CSV rows (no header) in `out`, which is reused as it is: returns the buffer,
-/// the length of the rows in it, and how many rows.
-fn format_day(day: NaiveDate, cube: &Cube, mut out: Vec<u8>) -> (Vec<u8>, usize, u64) {
-    let room = cube.len() * 64;
+/// Builds day `i`'s cube (each day is built by exactly one worker; its facts are freed once
+/// built) in `space`, or in a new one made for the largest day.
+#[allow(clippy::too_many_arguments)]
+fn build_day(
+    i: usize,
+    days: &[(NaiveDate, Mutex<Day>)],
+    repeats: &[u32],
+    set: &CuboidSet,
+    genres: &[Box<str>],
+    contents: &[Box<str>],
+    space: Option<CubeSpace>,
+    most_facts: usize,
+) -> Arc<BuiltDay> {
+    let mut facts = match days[i].1.lock() {
+        Ok(mut day) => std::mem::take(&mut *day).into_facts(repeats),
+        Err(_) => Vec::new(),
+    };
+    let space = space.unwrap_or_else(|| CubeSpace::with_capacity(day_cells(most_facts)));
+    let cube = day_cube(set, &mut facts, genres, contents, space);
+    drop(facts);
+    Arc::new(BuiltDay {
+        index: i,
+        date: days[i].0,
+        order: cube.cell_order(),
+        genres: FieldTexts::new(cube.genre_names()),
+        contents: FieldTexts::new(cube.content_names()),
+        cube,
+    })
+}
+
+/// Part `part` of a built day's cells as CSV rows (no header) in `out`, which is reused as it
+/// is.
+fn format_part(day: &BuiltDay, part: usize, mut out: Vec<u8>) -> Text {
+    let range = day.part(part);
+    let room = range.len() * 64;
     if out.len() < room {
         // A new buffer rather than growing the old one, which would copy its text over; with
-        // room to spare, so that the buffer fits the next days too (they have about as many
+        // room to spare, so that the buffer fits the next parts too (they have about as many
         // cells).
         out = vec![0; room + room / 8];
     }
-    let genres = FieldTexts::new(cube.genre_names());
-    let contents = FieldTexts::new(cube.content_names());
-    let (end, n) = write_rows(&mut out, 0, day, &genres, &contents, cube.sorted_ids());
+    let cells = day.cube.ordered_cells(&day.order, range);
+    let (end, n) = write_rows(&mut out, 0, day.date, &day.genres, &day.contents, cells);
     (out, end, n)
 }
 
@@ -1274,7 +1424,7 @@ mod tests {
         }
         let catalog = Catalog::new();
         let set = CuboidSet::parse("country;content_id").expect("spec");
-        let run = |workers: usize| {
+        let run = |workers: usize, builders: usize| {
             let key = PseudonymKey::from_bytes("t", vec![1; 32]).expect("key");
             let mut c = Collector::new(
                 &catalog,
@@ -1286,17 +1436,85 @@ mod tests {
                 .expect("read");
             let report = c.report().total.clone();
             let mut out = Vec::new();
-            write_cube_csv(c, &set, 2, &mut out, &mut |_| {}).expect("write");
+            let mut days = Vec::new();
+            write_cube_csv(c, &set, builders, &mut out, &mut |d| days.push(d)).expect("write");
+            // Every day is reported once, in order.
+            assert_eq!(days.len(), 3);
+            assert!(days.is_sorted());
             (report, out)
         };
-        let (one, cube_one) = run(1);
+        let (one, cube_one) = run(1, 1);
         assert_eq!((one.rows, one.duplicates, one.rejected), (30_000, 3_000, 0));
+        // More build workers than days, too: they write parts of the days others built.
+        for builders in [2, 3, 8] {
+            assert!(run(1, builders).1 == cube_one, "{builders} build workers");
+        }
         for workers in [2, 3, 8] {
-            let (many, cube_many) = run(workers);
+            let (many, cube_many) = run(workers, 2);
             assert_eq!(many, one, "{workers} workers");
             assert!(
                 cube_many == cube_one,
                 "{workers} workers give the same cube, in the same order"
+            );
+        }
+    }
+
+    /// Takes `left` bytes, then fails.
+    struct FailingWriter {
+        left: usize,
+    }
+
+    impl Write for FailingWriter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            let n = buf.len().min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_stops_the_build_and_is_reported() {
+        let mut data = H.to_owned();
+        for i in 0..5_000u32 {
+            data.push_str(&format!(
+                "e{i},2026-11-{:02}T10:00:00Z,v{},c{},tv,BR,{},,,true\n",
+                1 + i % 20,
+                i % 300,
+                i % 40,
+                i % 100
+            ));
+        }
+        let catalog = Catalog::new();
+        let set = CuboidSet::default();
+        let collect = || {
+            let key = PseudonymKey::from_bytes("t", vec![1; 32]).expect("key");
+            let mut c = Collector::new(
+                &catalog,
+                Validator::at(i64::MAX / 4),
+                Pseudonymizer::new(&key),
+            );
+            c.add_input("f.csv", Format::Csv, data.as_bytes(), &mut |_| {})
+                .expect("read");
+            c
+        };
+        let mut all = Vec::new();
+        write_cube_csv(collect(), &set, 2, &mut all, &mut |_| {}).expect("write");
+        let size = all.len();
+        for (left, builders) in [(0, 2), (10, 1), (size / 3, 2), (size - 1, 3), (size / 2, 8)] {
+            let out = FailingWriter { left };
+            let Err(err) = write_cube_csv(collect(), &set, builders, out, &mut |_| {}) else {
+                panic!("a writer failing after {left} of {size} bytes went unnoticed");
+            };
+            assert!(
+                matches!(&err, BatchError::Write(e) if e.to_string() == "disk full"),
+                "{err}"
             );
         }
     }

@@ -741,20 +741,25 @@ impl Cube {
         self.table.cells.iter().map(|(k, c)| (self.dims_of(*k), c))
     }
 
-    /// Every cell, ordered by cuboid, then by coordinates in dictionary order (which follows the
-    /// input): the same input always gives the same order.
-    pub fn sorted_cells(&self) -> impl Iterator<Item = (DimsRef<'_>, &Cell)> {
-        self.sorted_order()
-            .into_iter()
-            .map(|(k, i)| (self.dims_of(k), &self.table.cells[i as usize].1))
+    /// The order of the cells by cuboid, then by coordinates in dictionary order (which follows
+    /// the input): the same input always gives the same order. Only the order (16 bytes a cell)
+    /// is held; the cells are looked up as they are taken, a range at a time if need be (see
+    /// [`Self::ordered_cells`]).
+    pub fn cell_order(&self) -> CellOrder {
+        CellOrder(self.sorted_order())
     }
 
-    /// [`Self::sorted_cells`] with genre and content as ids into [`Self::genre_names`] and
-    /// [`Self::content_names`], for writers that keep tables of their own per name.
-    pub fn sorted_ids(&self) -> impl Iterator<Item = (CellIds, &Cell)> {
-        self.sorted_order()
-            .into_iter()
-            .map(|(k, i)| (cell_ids(k), &self.table.cells[i as usize].1))
+    /// The cells at `range` of `order` (this cube's [`Self::cell_order`]), with genre and content
+    /// as ids into [`Self::genre_names`] and [`Self::content_names`], for writers that keep
+    /// tables of their own per name.
+    pub fn ordered_cells<'a>(
+        &'a self,
+        order: &'a CellOrder,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = (CellIds, &'a Cell)> {
+        order.0[range]
+            .iter()
+            .filter_map(|(k, i)| Some((cell_ids(*k), &self.table.cells.get(*i as usize)?.1)))
     }
 
     /// The genres by id; id 0, the empty name, stands for rolled up.
@@ -767,8 +772,7 @@ impl Cube {
         self.contents.names.iter().map(|n| &**n)
     }
 
-    /// Keys and positions of the cells in the order of [`Self::sorted_cells`]. Only the order
-    /// (16 bytes a cell) is held; the cells are looked up as they are taken. A cuboid's cells
+    /// Keys and positions of the cells in the order of [`Self::cell_order`]. A cuboid's cells
     /// are grouped by counting, and sorted only when they are not in order yet (most are, as
     /// [`Self::add_all`] leaves them).
     fn sorted_order(&self) -> Vec<(u64, u32)> {
@@ -858,6 +862,20 @@ fn cuboid_of(key: u64) -> Cuboid {
     bits |= u8::from(key & GENRE_MASK != 0) * Dim::Genre.bit();
     bits |= u8::from(key & CONTENT_MASK != 0) * Dim::ContentId.bit();
     Cuboid(bits)
+}
+
+/// A cube's cells in order (see [`Cube::cell_order`]).
+#[derive(Debug)]
+pub struct CellOrder(Vec<(u64, u32)>);
+
+impl CellOrder {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// A cell's coordinates with genre and content as dictionary ids (0: rolled up).
