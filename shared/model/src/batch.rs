@@ -448,8 +448,8 @@ impl Worker {
                     content,
                     viewer,
                     watch_seconds: ev.watch_seconds,
-                    bitrate_kbps: ev.bitrate_kbps,
-                    buffering_ms: ev.buffering_ms,
+                    bitrate_kbps: ev.bitrate_kbps.unwrap_or(0),
+                    buffering_ms: ev.buffering_ms.unwrap_or(0),
                     completed: ev.completed,
                 },
             ));

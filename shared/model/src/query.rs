@@ -725,8 +725,8 @@ mod tests {
                 content: cube.content_id(content),
                 viewer: i as u64,
                 watch_seconds: 100,
-                bitrate_kbps: None,
-                buffering_ms: None,
+                bitrate_kbps: 0,
+                buffering_ms: 0,
                 completed: i % 2 == 0,
             };
             cube.add(&f);

@@ -74,8 +74,8 @@ pub fn build_cube(pipeline: &Pipeline, catalog: &Catalog, events: &[SilverEvent]
             content: cube.content_id(&e.content_id),
             viewer: e.viewer.sketch_hash(),
             watch_seconds: e.watch_seconds,
-            bitrate_kbps: e.bitrate_kbps,
-            buffering_ms: e.buffering_ms,
+            bitrate_kbps: e.bitrate_kbps.unwrap_or(0),
+            buffering_ms: e.buffering_ms.unwrap_or(0),
             completed: e.completed,
         })
         .collect();
