@@ -11,10 +11,9 @@
 //! the first write, the file is written through the cache as usual. The last partial block goes
 //! through the cache too: direct writes must be whole, aligned blocks.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Alignment of direct writes, in memory, in length and in file offset: a multiple of any
@@ -33,28 +32,27 @@ pub struct DirectFile {
 }
 
 impl DirectFile {
-    /// Creates (or truncates) `path` for writing, directly where the file system allows it.
+    /// Creates (or truncates) `path` for writing, directly where it is a regular file on a file
+    /// system that allows it. Anything else (a pipe, where `O_DIRECT` would turn writes into
+    /// packets that a small read cuts short; a device; a file system that refuses the flag) is
+    /// written through the cache.
     pub fn create(path: &Path) -> io::Result<DirectFile> {
-        let direct = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path);
-        let (file, direct) = match direct {
-            Ok(f) => (f, true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (File::create(path)?, false),
-            Err(e) => return Err(e),
-        };
+        let file = File::create(path)?;
+        let regular = file.metadata()?.file_type().is_file();
         let storage = vec![0u8; CAPACITY + ALIGN];
         let start = storage.as_ptr().align_offset(ALIGN);
-        Ok(DirectFile {
+        let mut out = DirectFile {
             file,
-            direct,
+            direct: false,
             storage,
             start,
             len: 0,
-        })
+        };
+        // A refusal (EINVAL where the file system cannot) leaves the file as it is: buffered.
+        if regular && out.set_direct(true).is_err() {
+            out.direct = false;
+        }
+        Ok(out)
     }
 
     /// Whether writes still bypass the page cache.
@@ -206,6 +204,14 @@ mod tests {
         f.flush().expect("flush");
         drop(f);
         assert_eq!(std::fs::read(&path).expect("read back"), b"short\n");
+    }
+
+    #[test]
+    fn what_is_not_a_regular_file_is_written_through_the_cache() {
+        let mut f = DirectFile::create(Path::new("/dev/null")).expect("open /dev/null");
+        assert!(!f.is_direct());
+        f.write_all(&bytes(CAPACITY + 5)).expect("write");
+        f.flush().expect("flush");
     }
 
     #[test]
