@@ -7,9 +7,10 @@
 //! system CPU for 72 MB, against 0.01 s with `O_DIRECT`, where the device reads the blocks
 //! straight from one reused, aligned buffer.
 //!
-//! Where the file system refuses `O_DIRECT` (tmpfs, some network file systems), at open or at
-//! the first write, the file is written through the cache as usual. The last partial block goes
-//! through the cache too: direct writes must be whole, aligned blocks.
+//! Only a regular file is written directly; where its file system refuses `O_DIRECT` (when the
+//! flag is set or at a write), and for anything that is not a regular file, the output goes
+//! through the cache as usual. The last partial block goes through the cache too: direct writes
+//! must be whole, aligned blocks.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -48,9 +49,9 @@ impl DirectFile {
             start,
             len: 0,
         };
-        // A refusal (EINVAL where the file system cannot) leaves the file as it is: buffered.
-        if regular && out.set_direct(true).is_err() {
-            out.direct = false;
+        if regular {
+            // A refusal (EINVAL where the file system cannot) leaves the file buffered.
+            out.set_direct(true).ok();
         }
         Ok(out)
     }

@@ -1092,8 +1092,8 @@ impl<'a> Names<'a> {
 /// Bytes moved at once for a name's field: most names are shorter, and their field is copied
 /// with one fixed-size move instead of a `memcpy` call sized at run time.
 const NAME_MOVE: usize = 32;
-/// Room a row needs besides its names' fields: day, country, device, seven numbers of up to 20
-/// digits and their separators, and `NAME_MOVE` twice.
+/// Room a row needs besides its names' fields: day, country, a device's 16-byte move, seven
+/// numbers of up to 20 digits and their separators, and `NAME_MOVE` twice.
 const ROW_ROOM: usize = 256;
 
 /// The CSV field text of each name of a dimension, followed by its comma, quoted only when it
@@ -1232,16 +1232,14 @@ fn write_rows<'a>(
     {
         *p = *d;
     }
-    // Each device's field and comma; index 0 for rolled up.
-    let mut devices = [([0u8; 8], 1usize); 9];
+    // Each device's field and comma, padded for one fixed-size move; index 0 for rolled up.
+    let mut devices = [([0u8; 16], 1usize); Device::ALL.len() + 1];
     devices[0].0[0] = b',';
-    for (code, slot) in (0u8..).zip(devices.iter_mut().skip(1)) {
-        if let Some(d) = Device::from_code(code) {
-            let name = d.as_str().as_bytes();
-            slot.0[..name.len()].copy_from_slice(name);
-            slot.0[name.len()] = b',';
-            slot.1 = name.len() + 1;
-        }
+    for (d, slot) in Device::ALL.iter().zip(devices.iter_mut().skip(1)) {
+        let name = d.as_str().as_bytes();
+        slot.0[..name.len()].copy_from_slice(name);
+        slot.0[name.len()] = b',';
+        slot.1 = name.len() + 1;
     }
     let mut w = RowText { out, pos: at };
     let mut n = 0;
