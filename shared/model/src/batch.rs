@@ -247,6 +247,18 @@ fn pack_short(s: &str) -> Option<u128> {
 }
 
 impl Dictionary {
+    /// A dictionary whose id 0 is the empty name (rolled up, in a cube's dictionaries).
+    fn with_empty() -> Dictionary {
+        let mut d = Dictionary::default();
+        d.id("");
+        d
+    }
+
+    /// The CSV field texts of the names, by id.
+    fn field_texts(&self) -> FieldTexts {
+        FieldTexts::new(self.names.iter().map(|n| &**n))
+    }
+
     fn id(&mut self, s: &str) -> (u32, bool) {
         let next = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
         let (id, new) = match pack_short(s) {
@@ -1036,16 +1048,15 @@ pub fn day_csv(day: NaiveDate, cells: &[(Dims, Cell)]) -> Vec<u8> {
         cells.iter().map(|(d, c)| (d.as_ref(), c)).collect();
     sorted.sort_unstable_by(|a, b| (a.0.cuboid(), a.0).cmp(&(b.0.cuboid(), b.0)));
     // Names by id, id 0 (the empty name) for rolled up, as a cube's dictionaries have them.
-    let mut genres = Names::default();
-    let mut contents = Names::default();
+    let (mut genres, mut contents) = (Dictionary::with_empty(), Dictionary::with_empty());
     let rows: Vec<(CellIds, &Cell)> = sorted
         .iter()
         .map(|(d, c)| {
             let ids = CellIds {
                 country: d.country,
                 device: d.device,
-                genre: d.genre.map_or(0, |g| genres.id(g)),
-                content: d.content_id.map_or(0, |c| contents.id(c)),
+                genre: d.genre.map_or(0, |g| genres.id(g).0),
+                content: d.content_id.map_or(0, |c| contents.id(c).0),
             };
             (ids, *c)
         })
@@ -1053,40 +1064,11 @@ pub fn day_csv(day: NaiveDate, cells: &[(Dims, Cell)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 * (cells.len() + 1));
     out.extend_from_slice(CUBE_CSV_HEADER.as_bytes());
     out.push(b'\n');
-    let (genres, contents) = (
-        FieldTexts::new(genres.names.iter().copied()),
-        FieldTexts::new(contents.names.iter().copied()),
-    );
+    let (genres, contents) = (genres.field_texts(), contents.field_texts());
     let at = out.len();
     let (end, _) = write_rows(&mut out, at, day, &genres, &contents, rows);
     out.truncate(end);
     out
-}
-
-/// Names in order of first use, after the empty name.
-struct Names<'a> {
-    ids: FxHashMap<&'a str, u32>,
-    names: Vec<&'a str>,
-}
-
-impl Default for Names<'_> {
-    fn default() -> Self {
-        Names {
-            ids: FxHashMap::default(),
-            names: vec![""],
-        }
-    }
-}
-
-impl<'a> Names<'a> {
-    fn id(&mut self, name: &'a str) -> u32 {
-        let next = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        let id = *self.ids.entry(name).or_insert(next);
-        if id == next {
-            self.names.push(name);
-        }
-        id
-    }
 }
 
 /// Bytes moved at once for a name's field: most names are shorter, and their field is copied
@@ -1540,24 +1522,20 @@ mod tests {
             (m.plays, m.watch_seconds, m.completed) = (counts[0], counts[1], small);
             (m.buffering_ms, m.bitrate_sum, m.bitrate_count) = (counts[3], counts[4], counts[5]);
             cell.viewers.insert(counts[0]);
-            let mut genres = Names::default();
-            let mut contents = Names::default();
+            let (mut genres, mut contents) = (Dictionary::with_empty(), Dictionary::with_empty());
             let rows: Vec<(CellIds, &Cell)> = texts
                 .iter()
                 .map(|(genre, content, device, country)| {
                     let ids = CellIds {
                         country: country.as_deref().and_then(|c| crate::event::Country::parse(c).ok()),
                         device: Device::from_code(*device),
-                        genre: genre.as_deref().map_or(0, |g| genres.id(g)),
-                        content: content.as_deref().map_or(0, |c| contents.id(c)),
+                        genre: genre.as_deref().map_or(0, |g| genres.id(g).0),
+                        content: content.as_deref().map_or(0, |c| contents.id(c).0),
                     };
                     (ids, &cell)
                 })
                 .collect();
-            let (genre_texts, content_texts) = (
-                FieldTexts::new(genres.names.iter().copied()),
-                FieldTexts::new(contents.names.iter().copied()),
-            );
+            let (genre_texts, content_texts) = (genres.field_texts(), contents.field_texts());
             // Written after bytes already there, into a buffer too small to start with.
             let mut ours = b"kept".to_vec();
             let (end, n) = write_rows(&mut ours, 4, day, &genre_texts, &content_texts, rows.iter().copied());
@@ -1571,8 +1549,8 @@ mod tests {
                     "2026-11-04".to_owned(),
                     ids.country.map_or(String::new(), |c| c.as_str().to_owned()),
                     ids.device.map_or("", |d| d.as_str()).to_owned(),
-                    genres.names[ids.genre as usize].to_owned(),
-                    contents.names[ids.content as usize].to_owned(),
+                    genres.names[ids.genre as usize].to_string(),
+                    contents.names[ids.content as usize].to_string(),
                 ];
                 record.extend(numbers);
                 theirs.write_record(&record).expect("write");
