@@ -749,14 +749,15 @@ fn day_cells(facts: usize) -> usize {
     facts + facts / 2
 }
 
-/// Builds one day's cube from collected facts.
+/// Builds one day's cube of `built` (a set's [`CuboidSet::genre_derived`]) from collected facts;
+/// also gives the genre of each of the cube's titles, by content id.
 fn day_cube(
-    set: &CuboidSet,
+    built: &CuboidSet,
     facts: &mut [Fact],
     genres: &[Box<str>],
     contents: &[Box<str>],
     space: CubeSpace,
-) -> Cube {
+) -> (Cube, Vec<u32>) {
     // Facts of one title, country and device land in the same base cells: in that order, the
     // cells a fact touches are mostly in cache already.
     // One integer per comparison: content, then country code (< 676), then device code (< 8).
@@ -765,9 +766,11 @@ fn day_cube(
             | (u64::from(f.country.code()) << 3)
             | u64::from(f.device.code())
     });
-    let mut cube = Cube::with_space(set, space, day_cells(facts.len()));
+    let mut cube = Cube::with_space(built, space, day_cells(facts.len()));
     let mut genre_map = vec![u32::MAX; genres.len()];
     let mut content_map = vec![u32::MAX; contents.len()];
+    // By the cube's content id (0: rolled up), the cube's genre id of the title.
+    let mut genre_of_content = vec![0];
     for f in facts.iter_mut() {
         let g = &mut genre_map[f.genre as usize];
         if *g == u32::MAX {
@@ -777,11 +780,12 @@ fn day_cube(
         let c = &mut content_map[f.content as usize];
         if *c == u32::MAX {
             *c = cube.content_id(&contents[f.content as usize]);
+            genre_of_content.push(f.genre);
         }
         f.content = *c;
     }
     cube.add_all(facts);
-    cube
+    (cube, genre_of_content)
 }
 
 /// A day's cube once built, shared by the workers that write its parts.
@@ -1013,12 +1017,13 @@ fn build_day(
         Err(_) => Vec::new(),
     };
     let space = space.unwrap_or_else(|| CubeSpace::with_capacity(day_cells(most_facts)));
-    let cube = day_cube(set, &mut facts, genres, contents, space);
+    let built = set.genre_derived();
+    let (cube, genre_of_content) = day_cube(&built, &mut facts, genres, contents, space);
     drop(facts);
     Arc::new(BuiltDay {
         index: i,
         date: days[i].0,
-        order: cube.cell_order(),
+        order: cube.derived_cell_order(set, &genre_of_content),
         genres: FieldTexts::new(cube.genre_names()),
         contents: FieldTexts::new(cube.content_names()),
         cube,

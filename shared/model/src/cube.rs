@@ -96,6 +96,11 @@ impl Cuboid {
         self.0 & other.0 == other.0
     }
 
+    /// This cuboid with `d` rolled up.
+    pub const fn without(self, d: Dim) -> Cuboid {
+        Cuboid(self.0 & !d.bit())
+    }
+
     pub fn dims(self) -> impl Iterator<Item = Dim> {
         Dim::ALL.into_iter().filter(move |d| self.has(*d))
     }
@@ -204,6 +209,26 @@ impl CuboidSet {
 
     pub fn contains(&self, c: Cuboid) -> bool {
         self.cuboids.contains(&c)
+    }
+
+    /// The cuboids to build for this set when genre is a function of content (each title has
+    /// one genre, as in a batch joined with one catalog): a cuboid with both is its cuboid
+    /// without genre, its cells keyed with each title's genre (the derived dimensions of OLAP
+    /// engines). Such a cube's cells are read in this set's order with
+    /// [`Cube::derived_cell_order`].
+    pub fn genre_derived(&self) -> CuboidSet {
+        let built: Vec<Cuboid> = self
+            .cuboids
+            .iter()
+            .map(|c| {
+                if c.has(Dim::ContentId) {
+                    c.without(Dim::Genre)
+                } else {
+                    *c
+                }
+            })
+            .collect();
+        CuboidSet::from_groups(&built)
     }
 
     /// The smallest materialized cuboid that keeps all of `dims`: the one a query grouping or
@@ -754,6 +779,44 @@ impl Cube {
         CellOrder(self.sorted_order())
     }
 
+    /// The order of the cells of `set` in a cube built with [`CuboidSet::genre_derived`] of it,
+    /// as [`Self::cell_order`] gives it for a cube of `set`: a cell of a cuboid with genre and
+    /// content is the cell without genre, keyed with `genre_of_content[content id]` (as these
+    /// ids are in this cube). A cuboid built but not in `set` is left out.
+    pub fn derived_cell_order(&self, set: &CuboidSet, genre_of_content: &[u32]) -> CellOrder {
+        let built = self.sorted_order();
+        // Cuboid `b`'s cells are built[starts[b]..starts[b + 1]] (grouped by cuboid bits).
+        let mut starts = [0usize; (1 << Dim::ALL.len()) + 1];
+        for (k, _) in &built {
+            starts[usize::from(cuboid_of(*k).bits()) + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        let cells = |c: Cuboid| &built[starts[usize::from(c.0)]..starts[usize::from(c.0) + 1]];
+        let derived = |c: Cuboid| c.has(Dim::ContentId) && c.has(Dim::Genre);
+        // The built cuboid whose cells are those of `c`.
+        let source = |c: Cuboid| {
+            if derived(c) { c.without(Dim::Genre) } else { c }
+        };
+        let len = set.iter().map(|c| cells(source(c)).len()).sum();
+        let mut order = Vec::with_capacity(len);
+        // In bit order, as `sorted_order` groups them. A title's cells keep their order with
+        // its genre added: content ranks above genre in a key.
+        for c in set.iter() {
+            if derived(c) {
+                let genre = |k: u64| {
+                    let g = genre_of_content.get(content_of(k) as usize).copied();
+                    (u64::from(g.unwrap_or(0)) << GENRE_SHIFT) & GENRE_MASK
+                };
+                order.extend(cells(source(c)).iter().map(|(k, i)| (k | genre(*k), *i)));
+            } else {
+                order.extend_from_slice(cells(c));
+            }
+        }
+        CellOrder(order)
+    }
+
     /// The cells at `range` of `order` (this cube's [`Self::cell_order`]), with genre and content
     /// as ids into [`Self::genre_names`] and [`Self::content_names`], for writers that keep
     /// tables of their own per name.
@@ -1094,6 +1157,37 @@ mod tests {
             let facts = facts_of(&mut third, &a);
             third.add_all(&facts);
             prop_assert!(third == build(&set, &a));
+        }
+
+        #[test]
+        fn a_genre_derived_cube_reads_as_the_whole_one(
+            a in input(),
+            groups in prop::collection::vec(1..=0b1111u8, 1..4),
+        ) {
+            // Each title's genre fixed, as a catalog join makes it.
+            let a: Vec<Input> = a.into_iter().map(|(c, d, _, n, v, w)| (c, d, n, n, v, w)).collect();
+            let groups: Vec<Cuboid> = groups.into_iter().map(Cuboid).collect();
+            for set in [CuboidSet::default(), CuboidSet::from_groups(&groups)] {
+                let mut whole = Cube::new(&set);
+                let facts = facts_of(&mut whole, &a);
+                whole.add_all(&facts);
+                let built = set.genre_derived();
+                prop_assert!(
+                    built.iter().all(|c| !(c.has(Dim::Genre) && c.has(Dim::ContentId)))
+                );
+                let mut derived = Cube::new(&built);
+                let facts = facts_of(&mut derived, &a);
+                let mut genre_of_content = vec![0; derived.contents.names.len()];
+                for f in &facts {
+                    genre_of_content[f.content as usize] = f.genre;
+                }
+                derived.add_all(&facts);
+                let order = whole.cell_order();
+                let expected: Vec<_> = whole.ordered_cells(&order, 0..order.len()).collect();
+                let order = derived.derived_cell_order(&set, &genre_of_content);
+                let got: Vec<_> = derived.ordered_cells(&order, 0..order.len()).collect();
+                prop_assert_eq!(got, expected);
+            }
         }
 
         #[test]
