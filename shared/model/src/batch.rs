@@ -88,10 +88,11 @@ struct Day {
 
 /// The event ids seen, as records of 96 bits of the id's hash above the event's position (so
 /// that, in record order, an id's first occurrence comes first). Records of the inputs already
-/// read are `settled`: sorted, one per id. The input being read appends to `fresh`, which
-/// [`SeenIds::settle`] sorts (a radix pass on the top bits, then each of [`ID_PARTITIONS`]
-/// small partitions on its own, in cache and on all workers), checks and merges in. Both are
-/// single large allocations, handed back to the system once freed.
+/// read are `settled`: sorted (an id's repeats stay, next to its first record: dropping them
+/// would cost a pass over all the records for a few in a thousand). The input being read
+/// appends to `fresh`, which [`SeenIds::settle`] sorts (a radix pass on the top bits, then each
+/// of [`ID_PARTITIONS`] small partitions on its own, in cache, both on all workers), checks and
+/// merges in. Both are single large allocations, handed back to the system once freed.
 #[derive(Default)]
 struct SeenIds {
     settled: Vec<u128>,
@@ -101,9 +102,6 @@ struct SeenIds {
 const ID_PARTITIONS: usize = 1024;
 const ID_PARTITION_SHIFT: u32 = 128 - ID_PARTITIONS.trailing_zeros();
 const POSITION_MASK: u128 = 0xffff_ffff;
-/// Marks a repeat while settling: a position is below `u32::MAX` (see `Collector::merge`), so
-/// no record has all its low 32 bits set.
-const REPEAT: u128 = u128::MAX;
 
 fn id_partition(record: u128) -> usize {
     // The shift leaves the top 10 bits: below ID_PARTITIONS.
@@ -137,17 +135,12 @@ impl SeenIds {
         for p in 1..starts.len() {
             starts[p] += starts[p - 1];
         }
+        // Zeroed memory comes untouched from the system: the threads below fault it in.
         let mut sorted = vec![0u128; fresh.len()];
-        let mut next = starts.clone();
-        for r in &fresh {
-            let at = &mut next[id_partition(*r)];
-            sorted[*at] = *r;
-            *at += 1;
-        }
-        drop(fresh);
-        // Each thread takes a run of whole partitions.
+        // Each thread takes a run of whole partitions, and moves their records there itself
+        // (reading all the records, which costs less than moving them on one thread).
         let per_thread = ID_PARTITIONS.div_ceil(threads.max(1));
-        let settled = &self.settled;
+        let (records, settled) = (&fresh, &self.settled);
         let mut repeats: Vec<u32> = std::thread::scope(|s| {
             let mut rest: &mut [u128] = &mut sorted;
             let mut handles = Vec::new();
@@ -156,15 +149,27 @@ impl SeenIds {
                 let (mine, tail) =
                     std::mem::take(&mut rest).split_at_mut(bounds[bounds.len() - 1] - bounds[0]);
                 rest = tail;
-                handles.push(s.spawn(move || mark_repeats(mine, bounds, first, settled)));
+                handles.push(s.spawn(move || {
+                    let mut next: Vec<usize> = bounds.iter().map(|b| b - bounds[0]).collect();
+                    let last = first + bounds.len() - 1;
+                    for r in records {
+                        let p = id_partition(*r);
+                        if (first..last).contains(&p) {
+                            let at = &mut next[p - first];
+                            mine[*at] = *r;
+                            *at += 1;
+                        }
+                    }
+                    mark_repeats(mine, bounds, first, settled)
+                }));
             }
             handles
                 .into_iter()
                 .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
                 .collect()
         });
+        drop(fresh);
         repeats.sort_unstable();
-        sorted.retain(|r| *r != REPEAT);
         if self.settled.is_empty() {
             self.settled = sorted;
         } else {
@@ -175,8 +180,8 @@ impl SeenIds {
 }
 
 /// Sorts each partition of `records` (partition `first + i` spans `bounds[i]..bounds[i + 1]`,
-/// offsets into the whole of which `records` is a part) and marks every record whose id is
-/// earlier in its partition or in `settled` as [`REPEAT`]. Returns the repeats' positions.
+/// offsets into the whole of which `records` is a part) and returns the positions of the
+/// records whose id is earlier in their partition or in `settled`.
 fn mark_repeats(
     records: &mut [u128],
     bounds: &[usize],
@@ -194,13 +199,12 @@ fn mark_repeats(
         let old = &settled[settled.partition_point(|r| id_partition(*r) < p)
             ..settled.partition_point(|r| id_partition(*r) <= p)];
         let mut last = None;
-        for r in part.iter_mut() {
+        for r in part.iter() {
             let repeat =
                 last == Some(id(*r)) || old.binary_search_by(|o| id(*o).cmp(&id(*r))).is_ok();
             last = Some(id(*r));
             if repeat {
                 repeats.push((*r & POSITION_MASK) as u32);
-                *r = REPEAT;
             }
         }
     }
