@@ -761,6 +761,7 @@ fn day_cube(
     genres: &[Box<str>],
     contents: &[Box<str>],
     space: CubeSpace,
+    threads: usize,
 ) -> (Cube, Vec<u32>) {
     // Facts of one title, country and device land in the same base cells: in that order, the
     // cells a fact touches are mostly in cache already.
@@ -788,7 +789,7 @@ fn day_cube(
         }
         f.content = *c;
     }
-    cube.add_all(facts);
+    cube.add_all_on(facts, threads);
     (cube, genre_of_content)
 }
 
@@ -827,7 +828,9 @@ struct Board {
 }
 
 enum Job {
-    Build(usize),
+    /// Build a day's cube, on this many threads (more than one for the last day: the other
+    /// workers would have nothing else to do).
+    Build(usize, usize),
     Write(Arc<BuiltDay>, usize),
 }
 
@@ -856,7 +859,8 @@ impl Jobs {
                 let i = b.next_day;
                 b.next_day += 1;
                 b.alive += 1;
-                return Some(Job::Build(i));
+                let threads = if b.next_day == b.days { b.limit } else { 1 };
+                return Some(Job::Build(i, threads));
             }
             if b.next_day == b.days && b.alive == 0 {
                 return None;
@@ -944,10 +948,10 @@ pub fn write_cube_csv<W: Write>(
                 let _stop = StopOnPanic(jobs);
                 while let Some(job) = jobs.next() {
                     let (built, part) = match job {
-                        Job::Build(i) => {
+                        Job::Build(i, on) => {
                             let space = spaces.lock().ok().and_then(|mut s| s.pop());
                             let built = build_day(
-                                i, days, repeats, set, genres, contents, space, most_facts,
+                                i, on, days, repeats, set, genres, contents, space, most_facts,
                             );
                             jobs.update(|b| {
                                 b.parts
@@ -1003,11 +1007,12 @@ pub fn write_cube_csv<W: Write>(
     Ok(stats)
 }
 
-/// Builds day `i`'s cube (each day is built by exactly one worker; its facts are freed once
-/// built) in `space`, or in a new one made for the largest day.
+/// Builds day `i`'s cube on `threads` threads (each day is built by exactly one worker; its
+/// facts are freed once built) in `space`, or in a new one made for the largest day.
 #[allow(clippy::too_many_arguments)]
 fn build_day(
     i: usize,
+    threads: usize,
     days: &[(NaiveDate, Mutex<Day>)],
     repeats: &[u32],
     set: &CuboidSet,
@@ -1022,7 +1027,7 @@ fn build_day(
     };
     let space = space.unwrap_or_else(|| CubeSpace::with_capacity(day_cells(most_facts)));
     let built = set.genre_derived();
-    let (cube, genre_of_content) = day_cube(&built, &mut facts, genres, contents, space);
+    let (cube, genre_of_content) = day_cube(&built, &mut facts, genres, contents, space, threads);
     drop(facts);
     Arc::new(BuiltDay {
         index: i,

@@ -522,6 +522,35 @@ impl Table {
     }
 }
 
+/// Up to `threads` ranges of `facts` (sorted by content) that split no title, for
+/// [`Cube::add_all_on`]: the first is the smaller, as its thread also builds the cuboids
+/// without content (about a quarter of the work of those with it).
+fn title_ranges(facts: &[Fact], threads: usize) -> Vec<std::ops::Range<usize>> {
+    let n = facts.len();
+    // The first range gets (n - (threads - 1) n / 4) / threads, the others the rest evenly.
+    let first = n.saturating_sub((threads - 1) * n / 4) / threads;
+    let mut ranges = Vec::with_capacity(threads);
+    let mut start = 0;
+    for t in 0..threads - 1 {
+        let target = first + t * (n - first) / (threads - 1);
+        let Some(at) = facts.get(target.max(start)) else {
+            break;
+        };
+        // The range ends where the title at the target begins (or ends, if it begins here).
+        let mut end = facts.partition_point(|f| f.content < at.content);
+        if end <= start {
+            end = facts.partition_point(|f| f.content <= at.content);
+        }
+        if end >= n {
+            break;
+        }
+        ranges.push(start..end);
+        start = end;
+    }
+    ranges.push(start..n);
+    ranges
+}
+
 /// Appends the cells of one cuboid to a table's cells, from `start` on, and finds them again.
 /// When the cuboid's keys come in order, equal keys are neighbours and need no index: a day's
 /// facts are sorted by their full key (see `batch::day_cube`), and a cuboid that keeps a prefix
@@ -669,27 +698,70 @@ impl Cube {
     /// a few parent cells instead of being updated by each of its events, and the roll-up reads
     /// its parent in order and looks its cells up in an index that is small next to it.
     pub fn add_all(&mut self, facts: &[Fact]) {
+        self.add_all_on(facts, 1);
+    }
+
+    /// [`Self::add_all`] on up to `threads` threads, when `facts` are sorted by content (as a
+    /// batch day's are): the cuboids with content are built over disjoint ranges of titles,
+    /// one range a thread, while the calling thread also builds the cuboids without content.
+    /// A range's cells of a cuboid with content are all its cells for those titles, so the
+    /// ranges' cells are only put side by side.
+    pub fn add_all_on(&mut self, facts: &[Fact], threads: usize) {
         if facts.is_empty() {
             return;
         }
+        let all: Vec<Cuboid> = self.cuboids.iter().collect();
+        let ranges = if threads > 1 && facts.is_sorted_by_key(|f| f.content) {
+            title_ranges(facts, threads)
+        } else {
+            Vec::new()
+        };
+        let build = |out: &mut Vec<(u64, Cell)>| {
+            if ranges.len() < 2 {
+                return Self::build_into(all, out, facts);
+            }
+            let (with, without): (Vec<Cuboid>, Vec<Cuboid>) =
+                all.into_iter().partition(|c| c.has(Dim::ContentId));
+            std::thread::scope(|s| {
+                let helpers: Vec<_> = ranges[1..]
+                    .iter()
+                    .map(|r| {
+                        let (with, facts) = (with.clone(), &facts[r.clone()]);
+                        s.spawn(move || {
+                            let mut cells = Vec::new();
+                            Self::build_into(with, &mut cells, facts);
+                            cells
+                        })
+                    })
+                    .collect();
+                Self::build_into(without, out, facts);
+                Self::build_into(with, out, &facts[ranges[0].clone()]);
+                for h in helpers {
+                    let cells = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                    out.extend(cells);
+                }
+            });
+        };
         if self.table.cells.is_empty() {
             // Built in place (keeping any room given by `with_space`).
-            Self::build_into(&self.cuboids, &mut self.table.cells, facts);
+            build(&mut self.table.cells);
             self.table.forget_index();
         } else {
             let mut fresh = Vec::new();
-            Self::build_into(&self.cuboids, &mut fresh, facts);
+            build(&mut fresh);
             for (key, cell) in fresh {
                 self.table.cell_mut(key).merge(&cell);
             }
         }
     }
 
-    /// Builds every cuboid of `facts` into the empty `out`, one cuboid after the other, each
-    /// cuboid's cells contiguous so that its children read them in order. Besides `out`, only
-    /// the index of the cuboid being built is held, and none when its keys come in order.
-    fn build_into(cuboids: &CuboidSet, out: &mut Vec<(u64, Cell)>, facts: &[Fact]) {
-        let mut order: Vec<Cuboid> = cuboids.iter().collect();
+    /// Appends every cuboid of `cuboids` built from `facts` to `out`, one cuboid after the
+    /// other, each cuboid's cells contiguous so that its children read them in order. A cuboid
+    /// is rolled up from one of `cuboids`, or built from the facts when none contains it.
+    /// Besides `out`, only the index of the cuboid being built is held, and none when its keys
+    /// come in order.
+    fn build_into(cuboids: Vec<Cuboid>, out: &mut Vec<(u64, Cell)>, facts: &[Fact]) {
+        let mut order = cuboids;
         // Parents before their children: more dimensions first.
         order.sort_by_key(|c| std::cmp::Reverse(c.len()));
         let mut built: Vec<(Cuboid, std::ops::Range<usize>)> = Vec::with_capacity(order.len());
@@ -1157,6 +1229,41 @@ mod tests {
             let facts = facts_of(&mut third, &a);
             third.add_all(&facts);
             prop_assert!(third == build(&set, &a));
+        }
+
+        #[test]
+        fn building_on_threads_equals_building_on_one(
+            a in input(),
+            threads in 1..12usize,
+            groups in prop::collection::vec(1..=0b1111u8, 1..4),
+        ) {
+            let groups: Vec<Cuboid> = groups.into_iter().map(Cuboid).collect();
+            for set in [CuboidSet::default(), CuboidSet::from_groups(&groups)] {
+                let mut one = Cube::new(&set);
+                let mut facts = facts_of(&mut one, &a);
+                facts.sort_by_key(|f| f.content);
+                one.add_all(&facts);
+                let ranges = title_ranges(&facts, threads);
+                prop_assert!(ranges.len() <= threads.max(1));
+                prop_assert_eq!(ranges.first().map(|r| r.start), Some(0));
+                prop_assert_eq!(ranges.last().map(|r| r.end), Some(facts.len()));
+                for pair in ranges.windows(2) {
+                    prop_assert_eq!(pair[0].end, pair[1].start);
+                    prop_assert!(pair[0].start < pair[0].end);
+                    // No title is split between two ranges.
+                    prop_assert!(facts[pair[0].end - 1].content < facts[pair[1].start].content);
+                }
+                let mut many = Cube::new(&set);
+                let mut facts = facts_of(&mut many, &a);
+                facts.sort_by_key(|f| f.content);
+                many.add_all_on(&facts, threads);
+                prop_assert!(many == one);
+                let (o1, o2) = (one.cell_order(), many.cell_order());
+                prop_assert_eq!(
+                    many.ordered_cells(&o2, 0..o2.len()).collect::<Vec<_>>(),
+                    one.ordered_cells(&o1, 0..o1.len()).collect::<Vec<_>>()
+                );
+            }
         }
 
         #[test]
