@@ -498,7 +498,7 @@ impl FromIterator<u64> for ViewerSketch {
 /// Sorts and deduplicates the whole sparse vector.
 fn normalize_sparse(hashes: &mut Hashes, sorted: &mut u32) {
     if (*sorted as usize) < hashes.len() {
-        hashes.sort();
+        hashes.sort_unstable();
         hashes.dedup();
         *sorted = sorted_len(hashes);
     }
