@@ -711,7 +711,8 @@ impl Cube {
             return;
         }
         let all: Vec<Cuboid> = self.cuboids.iter().collect();
-        let ranges = if threads > 1 && facts.is_sorted_by_key(|f| f.content) {
+        let split = all.iter().any(|c| c.has(Dim::ContentId));
+        let ranges = if threads > 1 && split && facts.is_sorted_by_key(|f| f.content) {
             title_ranges(facts, threads)
         } else {
             Vec::new()
