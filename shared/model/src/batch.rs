@@ -3,8 +3,10 @@
 //! 1. [`Collector`] streams every input row through the reader, validation, deduplication by
 //!    `event_id` (first occurrence wins) and pseudonymization, keeping only a compact [`Fact`]
 //!    per accepted event, partitioned by UTC day. Rejected rows are counted per reason.
-//! 2. [`write_cube_csv`] builds each day's [`Cube`] on its own worker thread and writes the days
-//!    in order, so at most a few days' cells are in memory at once.
+//! 2. [`write_cube_csv`] builds each day's [`Cube`] on its own worker thread (the last day on
+//!    all of them) and writes the days in order, so at most a few days' cells are in memory at
+//!    once. Genre is derived from the title rather than built as a dimension of its own (see
+//!    [`CuboidSet::genre_derived`]): a batch joins one catalog, so a title has one genre.
 //!
 //! Deduplication keeps 96 bits of a keyed SipHash of each event id rather than the id itself,
 //! with the event's position in the input: 16 bytes per event. With a per-run random key, a
