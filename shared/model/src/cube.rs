@@ -849,7 +849,7 @@ impl Cube {
     /// is held; the cells are looked up as they are taken, a range at a time if need be (see
     /// [`Self::ordered_cells`]).
     pub fn cell_order(&self) -> CellOrder {
-        CellOrder(self.sorted_order())
+        CellOrder(self.sorted_order().0)
     }
 
     /// The order of the cells of `set` in a cube built with [`CuboidSet::genre_derived`] of it,
@@ -857,15 +857,7 @@ impl Cube {
     /// content is the cell without genre, keyed with `genre_of_content[content id]` (as these
     /// ids are in this cube). A cuboid built but not in `set` is left out.
     pub fn derived_cell_order(&self, set: &CuboidSet, genre_of_content: &[u32]) -> CellOrder {
-        let built = self.sorted_order();
-        // Cuboid `b`'s cells are built[starts[b]..starts[b + 1]] (grouped by cuboid bits).
-        let mut starts = [0usize; (1 << Dim::ALL.len()) + 1];
-        for (k, _) in &built {
-            starts[usize::from(cuboid_of(*k).bits()) + 1] += 1;
-        }
-        for b in 1..starts.len() {
-            starts[b] += starts[b - 1];
-        }
+        let (built, starts) = self.sorted_order();
         let cells = |c: Cuboid| &built[starts[usize::from(c.0)]..starts[usize::from(c.0) + 1]];
         let derived = |c: Cuboid| c.has(Dim::ContentId) && c.has(Dim::Genre);
         // The built cuboid whose cells are those of `c`.
@@ -915,12 +907,13 @@ impl Cube {
 
     /// Keys and positions of the cells in the order of [`Self::cell_order`]. A cuboid's cells
     /// are grouped by counting, and sorted only when they are not in order yet (most are, as
-    /// [`Self::add_all`] leaves them).
-    fn sorted_order(&self) -> Vec<(u64, u32)> {
+    /// [`Self::add_all`] leaves them). Also gives where each cuboid's group lies: cuboid `b`'s
+    /// at `order[starts[b]..starts[b + 1]]`.
+    fn sorted_order(&self) -> (Vec<(u64, u32)>, CuboidStarts) {
         let cells = &self.table.cells;
         let cuboid = |key: u64| usize::from(cuboid_of(key).bits());
         // Cuboid `b`'s cells go to order[starts[b]..starts[b + 1]] (bits are below 16).
-        let mut starts = [0usize; (1 << Dim::ALL.len()) + 1];
+        let mut starts: CuboidStarts = [0; (1 << Dim::ALL.len()) + 1];
         for (k, _) in cells {
             starts[cuboid(*k) + 1] += 1;
         }
@@ -940,7 +933,7 @@ impl Cube {
                 group.sort_unstable();
             }
         }
-        order
+        (order, starts)
     }
 
     /// The cell at these coordinates.
@@ -1004,6 +997,9 @@ fn cuboid_of(key: u64) -> Cuboid {
     bits |= u8::from(key & CONTENT_MASK != 0) * Dim::ContentId.bit();
     Cuboid(bits)
 }
+
+/// Where each cuboid's cells begin in a cube's order, by cuboid bits, and where the last ends.
+type CuboidStarts = [usize; (1 << Dim::ALL.len()) + 1];
 
 /// A cube's cells in order (see [`Cube::cell_order`]).
 #[derive(Debug)]
