@@ -290,10 +290,23 @@ impl BufRead for Source<'_> {
 /// A buffered reader over `source`, decompressing gzip when the data starts with its magic
 /// number (whatever the name says).
 pub fn decompressed<'r, R: Read + Send + 'r>(
-    source: R,
+    mut source: R,
 ) -> io::Result<Box<dyn BufRead + Send + 'r>> {
-    let mut buffered = BufReader::with_capacity(64 * 1024, source);
-    let gzip = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    // The magic number's two bytes may come in two reads (a network stream's first chunk can
+    // be one byte): read until there are two, then put them back in front.
+    let mut magic = [0; 2];
+    let mut got = 0;
+    while got < magic.len() {
+        match source.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let gzip = magic[..got] == [0x1f, 0x8b];
+    let source = io::Cursor::new(magic).take(got as u64).chain(source);
+    let buffered = BufReader::with_capacity(64 * 1024, source);
     Ok(if gzip {
         Box::new(BufReader::with_capacity(
             64 * 1024,
@@ -803,6 +816,49 @@ mod tests {
             rows(&data, Format::Csv),
             rows(plain.as_bytes(), Format::Csv)
         );
+    }
+
+    /// A source that gives one byte per read, as a network stream may.
+    struct OneByte<'a>(&'a [u8]);
+
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match (self.0.split_first(), buf.first_mut()) {
+                (Some((&b, rest)), Some(out)) => {
+                    *out = b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn gzip_is_detected_when_its_magic_number_comes_one_byte_at_a_time() {
+        let plain = format!("{HEADER}\na,t,v,c,tv,BR,1,,,true\r\nb,t,v,c,tv,BR,1,,,true\n");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(plain.as_bytes()).expect("gzip");
+        let data = gz.finish().expect("gzip");
+        let one_byte_reads = |data: &[u8]| {
+            let mut r = EventReader::new(OneByte(data), Format::Csv).expect("open");
+            let mut out = Vec::new();
+            while let Some(row) = r.next_row().expect("read") {
+                out.push((
+                    row.line,
+                    row.raw_text().into_owned(),
+                    format!("{:?}", row.fields),
+                ));
+            }
+            out
+        };
+        let want = one_byte_reads(plain.as_bytes());
+        assert_eq!(want.len(), 2);
+        assert!(want.iter().all(|r| r.2.starts_with("Ok")));
+        assert_eq!(one_byte_reads(&data), want);
+        // Shorter than the magic number: read as it is.
+        assert_eq!(one_byte_reads(b"e"), vec![]);
+        assert_eq!(one_byte_reads(b""), vec![]);
     }
 
     #[test]
