@@ -435,13 +435,9 @@ impl Worker {
         let known = self.contents.names.len();
         let mut facts = Vec::with_capacity(chunk.bytes.len() / 90);
         let mut report = FileReport::default();
-        while let Some(row) = rows.next_row()? {
+        while let Some(row) = rows.next_checked(&self.validator)? {
             report.rows += 1;
-            let ev = match row
-                .fields
-                .map_err(|e| vec![e])
-                .and_then(|f| self.validator.validate(&f))
-            {
+            let ev = match row.event {
                 Ok(ev) => ev,
                 Err(errors) => {
                     report.reject(&errors);

@@ -4,6 +4,8 @@
 //! fields as they arrived, borrowed from the reader's buffer; [`Validator::validate`] turns them
 //! into a [`ValidEvent`] or into the complete list of what is wrong, one machine-readable
 //! [`Reason`] per failed field. Nothing here allocates for a valid row except what the caller keeps.
+//! [`Validator::validate_plain`] is the quick way for the common CSV row: one pass over its text
+//! for the plain form of every field, the general validation for anything else.
 
 use std::fmt;
 use std::str::FromStr;
@@ -540,6 +542,190 @@ impl Validator {
             _ => Err(errors),
         }
     }
+
+    /// The event of a CSV record whose fields are the text between its commas (no quoting),
+    /// when every field has its plain form, as nearly every row of a well-formed file has:
+    /// checked in one pass, without building [`RawFields`] first. `None` leaves the row to
+    /// [`Self::validate`], which accepts every event this accepts, with the same values, and
+    /// names what is wrong with the others. `columns` maps the record's fields to the contract.
+    pub fn validate_plain<'a>(
+        &self,
+        record: &'a str,
+        columns: &[Option<Field>],
+    ) -> Option<ValidEvent<'a>> {
+        let mut texts = [None; 10];
+        // memchr rather than `str::split`, which took more time than all the checks below.
+        let mut ends = memchr::memchr_iter(b',', record.as_bytes()).chain([record.len()]);
+        let mut start = 0;
+        for column in columns {
+            let end = ends.next()?;
+            if let Some(f) = column {
+                *texts.get_mut(f.index())? = Some(record.get(start..end)?);
+            }
+            start = end + 1;
+        }
+        if ends.next().is_some() {
+            return None;
+        }
+        let [
+            Some(event_id),
+            Some(occurred_at),
+            Some(viewer_id),
+            Some(content_id),
+            Some(device),
+            Some(country),
+            Some(watch),
+            bitrate,
+            buffering,
+            Some(completed),
+        ] = texts
+        else {
+            return None;
+        };
+        let sized = |s: &'a str, max| (!s.is_empty() && s.len() <= max).then_some(s);
+        let event_id = sized(event_id, MAX_EVENT_ID_LEN)?;
+        if !event_id.bytes().all(|b| EVENT_ID_BYTES[usize::from(b)]) {
+            return None;
+        }
+        let occurred_at_ms = plain_timestamp_ms(occurred_at.as_bytes())?;
+        if occurred_at_ms > self.now_ms.saturating_add(MAX_FUTURE_MS) {
+            return None;
+        }
+        let optional = |v: Option<&str>, max, min| match v {
+            None | Some("") => Some(None),
+            Some(s) => plain_integer(s, max, min).map(Some),
+        };
+        Some(ValidEvent {
+            event_id,
+            occurred_at_ms,
+            viewer_id: sized(viewer_id, MAX_TEXT_LEN)?,
+            content_id: sized(content_id, MAX_TEXT_LEN)?,
+            device: device.parse().ok()?,
+            country: Country::parse(country).ok()?,
+            watch_seconds: plain_integer(watch, MAX_WATCH_SECONDS, 0)?,
+            bitrate_kbps: optional(bitrate, MAX_BITRATE_KBPS, 1)?,
+            buffering_ms: optional(buffering, MAX_BUFFERING_MS, 0)?,
+            completed: match completed {
+                "true" => true,
+                "false" => false,
+                _ => return None,
+            },
+        })
+    }
+}
+
+/// Up to ten decimal digits, no sign, in `min..=max`.
+fn plain_integer(s: &str, max: u64, min: u64) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in s.bytes() {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+    }
+    if n < min || n > max {
+        return None;
+    }
+    u32::try_from(n).ok()
+}
+
+/// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.F{1,9}](Z|±HH:MM)`, the form nearly
+/// every producer writes; `None` for anything else (other RFC 3339 spellings, a leap second),
+/// which chrono then parses.
+fn plain_timestamp_ms(s: &[u8]) -> Option<i64> {
+    // Two decimal digits, without iterators: this runs for every row.
+    fn d2(a: u8, b: u8) -> Option<i64> {
+        let (a, b) = (a.wrapping_sub(b'0'), b.wrapping_sub(b'0'));
+        (a <= 9 && b <= 9).then(|| i64::from(a * 10 + b))
+    }
+    let (date_time, rest) = s.split_at_checked(19)?;
+    let [
+        y0,
+        y1,
+        y2,
+        y3,
+        b'-',
+        m0,
+        m1,
+        b'-',
+        d0,
+        d1,
+        b'T',
+        h0,
+        h1,
+        b':',
+        i0,
+        i1,
+        b':',
+        s0,
+        s1,
+    ] = *date_time
+    else {
+        return None;
+    };
+    let year = d2(y0, y1)? * 100 + d2(y2, y3)?;
+    let (month, day) = (d2(m0, m1)?, d2(d0, d1)?);
+    let (hour, minute, second) = (d2(h0, h1)?, d2(i0, i1)?, d2(s0, s1)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day < 1 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let (mut millis, mut zone) = (0, rest);
+    if let [b'.', tail @ ..] = rest {
+        // One to nine digits, of which the first three are milliseconds.
+        let mut n = 0;
+        while let Some(&b) = tail.get(n)
+            && b.is_ascii_digit()
+        {
+            if n < 3 {
+                millis = millis * 10 + i64::from(b - b'0');
+            }
+            n += 1;
+        }
+        if !(1..=9).contains(&n) {
+            return None;
+        }
+        for _ in n..3 {
+            millis *= 10;
+        }
+        zone = tail.get(n..)?;
+    }
+    let offset_minutes = match *zone {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h0, h1, b':', m0, m1] => {
+            let (h, m) = (d2(h0, h1)?, d2(m0, m1)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            if sign == b'-' {
+                -(h * 60 + m)
+            } else {
+                h * 60 + m
+            }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm), proleptic Gregorian.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
+    Some(seconds * 1000 + millis)
 }
 
 /// A required text field: present, a string, non-empty, at most `max` bytes.
@@ -764,6 +950,157 @@ mod tests {
             err,
             vec![FieldError::new(Field::WatchSeconds, Reason::WrongType)]
         );
+    }
+
+    /// Cell texts per contract field: the first `PLAIN[i]` in the form the quick check takes,
+    /// the rest valid in other forms, or invalid.
+    fn cells() -> [Vec<String>; 10] {
+        let own = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let long = |n| "x".repeat(n);
+        [
+            [
+                own(&["e-1", "a.b_c:D-9"]),
+                vec![long(128)],
+                own(&["", "e 1", "é", "a/b"]),
+                vec![long(129)],
+            ]
+            .concat(),
+            own(&[
+                "2026-11-17T10:00:00Z",
+                "2026-11-17T10:00:00+02:00",
+                "2024-02-29T23:59:59.999999999-11:30",
+                "1969-12-31T23:59:59.5Z",
+                "2026-11-18T11:11:40Z",
+                "2026-11-17t10:00:00z",
+                "2026-11-17 10:00:00Z",
+                "2023-02-29T00:00:00Z",
+                "2016-12-31T23:59:60Z",
+                "2026-11-17T10:00:00.Z",
+                "2026-11-17T10:00:00.1234567891Z",
+                "2026-11-17T10:00:00",
+                "2026-11-18T11:11:40.001Z",
+                "2026-11-17T24:00:00Z",
+                "",
+            ]),
+            [
+                own(&["v1", "vé"]),
+                vec![long(256)],
+                own(&[""]),
+                vec![long(257)],
+            ]
+            .concat(),
+            [
+                own(&["c-1", "c é"]),
+                vec![long(256)],
+                own(&[""]),
+                vec![long(257)],
+            ]
+            .concat(),
+            own(&["tv", "mobile", "web", "TV", "phone", ""]),
+            own(&["BR", "PT", "br", "XX", "B", "BRA", ""]),
+            own(&[
+                "0",
+                "86400",
+                "120",
+                "0060",
+                "-0",
+                "86401",
+                "1.5",
+                "",
+                "+1",
+                "00000000000060",
+            ]),
+            own(&["", "1", "200000", "0", "200001", "-1", "x"]),
+            own(&["", "0", "86400000", "86400001", "-0"]),
+            own(&["true", "false", "True", "1", ""]),
+        ]
+    }
+    const PLAIN: [usize; 10] = [3, 5, 3, 3, 3, 2, 4, 3, 3, 2];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// What the quick check accepts, the general validator accepts with the same values,
+        /// whatever the column order, extra columns or missing optional ones; and it accepts
+        /// every row whose cells all have the plain form.
+        #[test]
+        fn the_plain_check_agrees_with_validation(
+            picks in proptest::collection::vec((proptest::bool::weighted(0.8), 0usize..16), 10),
+            order in proptest::strategy::Strategy::prop_shuffle(proptest::strategy::Just((0..10).collect::<Vec<usize>>())),
+            extra in proptest::option::of(0usize..11),
+            drop_optional in proptest::bool::ANY,
+        ) {
+            use proptest::prelude::*;
+            let cells = cells();
+            let v = Validator::at(NOW);
+            // Mostly plain cells, so that most rows are one cell away from plain.
+            let picked: Vec<usize> = (0..10)
+                .map(|i| {
+                    let (plain, p) = picks[i];
+                    p % if plain { PLAIN[i] } else { cells[i].len() }
+                })
+                .collect();
+            let mut columns = Vec::new();
+            let mut texts = Vec::new();
+            let mut raw = RawFields::default();
+            for &i in &order {
+                let f = Field::CONTRACT[i];
+                if drop_optional && f.is_optional() {
+                    continue;
+                }
+                columns.push(Some(f));
+                texts.push(cells[i][picked[i]].as_str());
+                raw.set(f, FieldValue::Text(cells[i][picked[i]].as_str()));
+            }
+            if let Some(at) = extra {
+                let at = at.min(columns.len());
+                columns.insert(at, None);
+                texts.insert(at, "ignored");
+            }
+            let record = texts.join(",");
+            let quick = v.validate_plain(&record, &columns);
+            if let Some(ev) = quick {
+                prop_assert_eq!(Ok(ev), v.validate(&raw));
+            }
+            let plain = (0..10).all(|i| {
+                picked[i] < PLAIN[i] || (drop_optional && Field::CONTRACT[i].is_optional())
+            });
+            prop_assert_eq!(quick.is_some(), plain && !texts.iter().any(|t| t.contains(',')));
+        }
+
+        /// The quick timestamp reading equals chrono's on its form and takes nothing chrono
+        /// refuses; a leap second and other forms are left to chrono.
+        #[test]
+        fn plain_timestamps_read_as_chrono_reads_them(
+            date in (0i64..10_000, 0i64..14, 0i64..33),
+            time in (0i64..25, 0i64..61, 0i64..61),
+            fraction in (0usize..11, 0u64..10_000_000_000),
+            zone in (0usize..4, 0i64..25, 0i64..61),
+        ) {
+            let (y, mo, d) = date;
+            let (h, mi, sec) = time;
+            let mut s = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}");
+            if fraction.0 > 0 {
+                let digits = format!("{:010}", fraction.1);
+                s.push('.');
+                s.push_str(&digits[..fraction.0]);
+            }
+            match zone.0 {
+                0 => s.push('Z'),
+                1 => s.push_str(&format!("+{:02}:{:02}", zone.1, zone.2)),
+                2 => s.push_str(&format!("-{:02}:{:02}", zone.1, zone.2)),
+                _ => s.push_str(&format!("+{:02}{:02}", zone.1, zone.2)),
+            }
+            let quick = plain_timestamp_ms(s.as_bytes());
+            let chrono = DateTime::parse_from_rfc3339(&s).ok().map(|t| t.timestamp_millis());
+            if quick.is_some() {
+                proptest::prop_assert_eq!(quick, chrono, "{}", s);
+            }
+            let in_form = fraction.0 <= 9 && sec < 60 && zone.0 < 3 && zone.1 < 24 && zone.2 < 60;
+            if in_form {
+                proptest::prop_assert_eq!(quick, chrono, "{}", s);
+            }
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 //!
 //! CSV goes through `csv-core` rather than `csv::Reader` because the quarantine needs the exact
 //! bytes of each record, which only the low-level reader exposes.
+//! [`EventReader::next_checked`] returns rows validated; a CSV row on one line without quotes is
+//! then split and checked where it lies in the input buffer, without being copied.
 //!
 //! ```
 //! use streamcube_model::reader::{EventReader, Format};
@@ -29,7 +31,9 @@ use std::io::{self, BufRead, BufReader, Read};
 
 use csv_core::ReadRecordResult;
 
-use crate::event::{Field, FieldError, FieldValue, RawFields, Reason, is_optional};
+use crate::event::{
+    Field, FieldError, FieldValue, RawFields, Reason, ValidEvent, Validator, is_optional,
+};
 
 /// Rows longer than this are rejected (and skipped up to the next line break), so one runaway
 /// quote cannot make the reader buffer the rest of the file.
@@ -79,6 +83,17 @@ impl Row<'_> {
     }
 }
 
+/// One input row, validated: [`EventReader::next_checked`].
+#[derive(Debug)]
+pub struct Checked<'a> {
+    /// 1-based line number where the row starts.
+    pub line: u64,
+    /// The row's bytes as they were in the file, without the line break.
+    pub raw: &'a [u8],
+    /// The valid event, or every reason the row is refused.
+    pub event: Result<ValidEvent<'a>, Vec<FieldError>>,
+}
+
 /// Reads rows from a CSV or JSON-lines source, decompressing gzip when the data starts with the
 /// gzip magic number (whatever the name says).
 pub struct EventReader<'r> {
@@ -89,6 +104,9 @@ pub struct EventReader<'r> {
     raw_start: usize,
     line: u64,
     rows: u64,
+    /// Bytes of the source that belong to the row last returned by [`EventReader::next_checked`]
+    /// straight from the source's buffer: consumed when the next row is asked for.
+    pending: usize,
 }
 
 enum Kind {
@@ -164,6 +182,7 @@ impl<'r> EventReader<'r> {
             raw_start: 0,
             line: 1,
             rows: 0,
+            pending: 0,
         })
     }
 
@@ -174,6 +193,7 @@ impl<'r> EventReader<'r> {
 
     /// The next row, `None` at the end of the data.
     pub fn next_row(&mut self) -> io::Result<Option<Row<'_>>> {
+        self.src.consume(std::mem::take(&mut self.pending));
         let (line, shape) = match &mut self.kind {
             Kind::Csv(state) => loop {
                 let Some((line, shape)) = read_csv_record(
@@ -215,6 +235,73 @@ impl<'r> EventReader<'r> {
             _ => Err(FieldError::new(Field::Row, Reason::MalformedJson)),
         };
         Ok(Some(Row { line, raw, fields }))
+    }
+}
+
+impl EventReader<'_> {
+    /// The next row, validated by `validator`: what [`Self::next_row`] and
+    /// [`Validator::validate`] give, without copying the common CSV row out of the input.
+    pub fn next_checked(&mut self, validator: &Validator) -> io::Result<Option<Checked<'_>>> {
+        self.src.consume(std::mem::take(&mut self.pending));
+        let plain = match &self.kind {
+            Kind::Csv(state)
+                if state.plain_records && state.header.as_ref().is_some_and(|h| h.ok) =>
+            {
+                plain_line(self.src.fill_buf()?)
+            }
+            _ => None,
+        };
+        let Some(line) = plain else {
+            return self.next_row_checked(validator);
+        };
+        let Kind::Csv(state) = &mut self.kind else {
+            // Only a CSV reader looks for plain records.
+            return Err(io::Error::other("a plain CSV record outside a CSV reader"));
+        };
+        let input = self.src.fill_buf()?;
+        if input.len() <= line.end {
+            // A buffered reader gives the same bytes until they are consumed.
+            return Err(io::Error::other("the source changed its buffered bytes"));
+        }
+        self.pending = line.end + 1;
+        self.rows += 1;
+        let start = self.line + count_newlines(&input[..line.lead]);
+        self.line = start + 1;
+        let text = &input[line.lead..line.lead + line.len];
+        let columns = state.header.as_ref().map_or(&[][..], |h| &h.columns[..]);
+        if let Some(event) = std::str::from_utf8(text)
+            .ok()
+            .and_then(|record| validator.validate_plain(record, columns))
+        {
+            return Ok(Some(Checked {
+                line: start,
+                raw: text,
+                event: Ok(event),
+            }));
+        }
+        // Refused, or valid in a form the quick check leaves out: the row goes the general way.
+        split_plain(state, text);
+        self.raw.clear();
+        self.raw.extend_from_slice(text);
+        let event = csv_fields(state, CsvShape::Fields)
+            .map_err(|e| vec![e])
+            .and_then(|f| validator.validate(&f));
+        Ok(Some(Checked {
+            line: start,
+            raw: &self.raw,
+            event,
+        }))
+    }
+
+    fn next_row_checked(&mut self, validator: &Validator) -> io::Result<Option<Checked<'_>>> {
+        Ok(self.next_row()?.map(|row| Checked {
+            line: row.line,
+            raw: row.raw,
+            event: row
+                .fields
+                .map_err(|e| vec![e])
+                .and_then(|f| validator.validate(&f)),
+        }))
     }
 }
 
@@ -435,21 +522,51 @@ fn read_plain_record(
     line: &mut u64,
 ) -> io::Result<Option<(u64, CsvShape)>> {
     let input = src.fill_buf()?;
-    // csv-core skips blank lines (CR or LF) before a record.
+    let Some(plain) = plain_line(input) else {
+        return Ok(None);
+    };
+    split_plain(state, &input[plain.lead..plain.lead + plain.len]);
+    raw.extend_from_slice(&input[..=plain.end]);
+    src.consume(plain.end + 1);
+    *raw_start = plain.lead;
+    // The record's own line holds no line break but the one that ends it.
+    let start = *line + count_newlines(&raw[..plain.lead]);
+    *line = start + 1;
+    Ok(Some((start, CsvShape::Fields)))
+}
+
+/// Where a plain record lies in the buffered input.
+struct PlainLine {
+    /// Blank lines (CR or LF) before it, skipped as csv-core skips them.
+    lead: usize,
+    /// Its text, from `lead`, without the line break.
+    len: usize,
+    /// Where its line feed is.
+    end: usize,
+}
+
+/// The plain record at the start of `input`, if there is one.
+fn plain_line(input: &[u8]) -> Option<PlainLine> {
     let lead = input
         .iter()
         .take_while(|b| matches!(b, b'\r' | b'\n'))
         .count();
-    let Some(len) = memchr::memchr(b'\n', &input[lead..]) else {
-        return Ok(None);
-    };
-    let end = lead + len;
+    let end = lead + memchr::memchr(b'\n', &input[lead..])?;
     let text = &input[lead..end];
     let text = text.strip_suffix(b"\r").unwrap_or(text);
     // Long records go to csv-core, which decides when one is too long.
     if end >= MAX_ROW_BYTES || memchr::memchr2(b'"', b'\r', text).is_some() {
-        return Ok(None);
+        return None;
     }
+    Some(PlainLine {
+        lead,
+        len: text.len(),
+        end,
+    })
+}
+
+/// A plain record's text into `state.out`, its fields split at the commas.
+fn split_plain(state: &mut CsvState, text: &[u8]) {
     if state.out.len() < text.len() {
         state.out.resize(text.len(), 0);
     }
@@ -465,13 +582,6 @@ fn read_plain_record(
     }
     state.nfields = fields;
     state.gap = 1;
-    raw.extend_from_slice(&input[..=end]);
-    src.consume(end + 1);
-    *raw_start = lead;
-    // The record's own line holds no line break but the one that ends it.
-    let start = *line + count_newlines(&raw[..lead]);
-    *line = start + 1;
-    Ok(Some((start, CsvShape::Fields)))
 }
 
 /// Skips past the next line break; whether there was one before the end.
@@ -641,6 +751,32 @@ mod tests {
         })
     }
 
+    /// (line, raw, event or reasons) for every row: read by `next_checked`, and by `next_row`
+    /// then validated, plain records split without csv-core and with it.
+    fn checked_three_ways(data: &[u8]) -> [Vec<(u64, String, String)>; 3] {
+        let validator = Validator::at(1_795_000_000_000);
+        [(true, true), (false, true), (false, false)].map(|(checked, plain)| {
+            let mut r = EventReader::new(data, Format::Csv).expect("open");
+            if let Kind::Csv(state) = &mut r.kind {
+                state.plain_records = plain;
+            }
+            let mut out = Vec::new();
+            if checked {
+                while let Some(row) = r.next_checked(&validator).expect("read") {
+                    let raw = String::from_utf8_lossy(row.raw).into_owned();
+                    out.push((row.line, raw, format!("{:?}", row.event)));
+                }
+            } else {
+                while let Some(row) = r.next_row().expect("read") {
+                    let event = row.fields.map_err(|e| vec![e]);
+                    let event = event.and_then(|f| validator.validate(&f));
+                    out.push((row.line, row.raw_text().into_owned(), format!("{event:?}")));
+                }
+            }
+            out
+        })
+    }
+
     const PIECES: &[&[u8]] = &[
         b"a",
         b"7",
@@ -655,6 +791,8 @@ mod tests {
         b"\xff",
         b" ",
         b"2026-11-01T00:00:00Z,v1,c1,tv,BR,1,2,3,true\n",
+        b"2026-11-01T00:00:00.25-03:00,v\xc3\xa9,c1,web,PT,0,,,false\n",
+        b"2026-11-01 00:00:00Z,v1,c1,tv,br,-1,0,,yes\r\n",
     ];
 
     proptest::proptest! {
@@ -676,6 +814,18 @@ mod tests {
             let [plain, csv_core] = rows_both_ways(&data);
             proptest::prop_assert_eq!(plain, csv_core);
         }
+
+        /// Reading rows validated gives what reading them and then validating them gives.
+        #[test]
+        fn checked_rows_equal_rows_then_validated(
+            body in proptest::collection::vec(proptest::sample::select(PIECES), 0..60),
+        ) {
+            let mut data = format!("{HEADER}\n").into_bytes();
+            data.extend(body.concat());
+            let [checked, plain, csv_core] = checked_three_ways(&data);
+            proptest::prop_assert_eq!(&checked, &plain);
+            proptest::prop_assert_eq!(&checked, &csv_core);
+        }
     }
 
     #[test]
@@ -696,6 +846,11 @@ mod tests {
         let [plain, csv_core] = rows_both_ways(&data);
         assert_eq!(plain.len(), 6000);
         assert_eq!(plain, csv_core);
+        let [checked, plain, csv_core] = checked_three_ways(&data);
+        assert_eq!(checked, plain);
+        assert_eq!(checked, csv_core);
+        let valid = checked.iter().filter(|r| r.2.starts_with("Ok")).count();
+        assert_eq!(valid, 6000);
     }
 
     #[test]

@@ -25,7 +25,9 @@ use std::io::{Read, Write};
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseResult;
-use streamcube_model::event::{Country, Field, FieldValue, Reason, Validator};
+use streamcube_model::event::{
+    Country, Field, FieldError, FieldValue, Reason, ValidEvent, Validator,
+};
 use streamcube_model::reader::{EventReader, Format, MAX_ROW_BYTES};
 
 // ---------------------------------------------------------------------------------------------
@@ -763,37 +765,49 @@ fn jsonl_reader_never_panics_and_accounts_for_every_line() {
     );
 }
 
-/// The fields of every row that validates (judged at a fixed "now").
+/// The fields of every row that validates (judged at a fixed "now"), or its errors; the same
+/// whether rows are read and then validated, or read validated from small reads.
 fn validated(
     rows: &[RowSummary],
     data: &[u8],
     format: Format,
 ) -> Vec<Result<Vec<String>, Vec<String>>> {
+    let v = Validator::at(4_102_444_800_000); // 2100-01-01
+    let summary = |event: Result<ValidEvent<'_>, Vec<FieldError>>| match event {
+        Ok(ev) => Ok(vec![
+            ev.event_id.to_owned(),
+            ev.occurred_at_ms.to_string(),
+            ev.viewer_id.to_owned(),
+            ev.content_id.to_owned(),
+            ev.device.to_string(),
+            ev.country.to_string(),
+            ev.watch_seconds.to_string(),
+            format!("{:?}", ev.bitrate_kbps),
+            format!("{:?}", ev.buffering_ms),
+            ev.completed.to_string(),
+        ]),
+        Err(errs) => Err(errs.iter().map(|e| e.key()).collect::<Vec<_>>()),
+    };
     // Read again to validate borrowed fields.
     let mut r = EventReader::new(data, format).expect("open");
-    let v = Validator::at(4_102_444_800_000); // 2100-01-01
     let mut out = Vec::new();
     while let Some(row) = r.next_row().expect("read") {
-        out.push(match row.fields {
-            Err(e) => Err(vec![e.key()]),
-            Ok(f) => match v.validate(&f) {
-                Ok(ev) => Ok(vec![
-                    ev.event_id.to_owned(),
-                    ev.occurred_at_ms.to_string(),
-                    ev.viewer_id.to_owned(),
-                    ev.content_id.to_owned(),
-                    ev.device.to_string(),
-                    ev.country.to_string(),
-                    ev.watch_seconds.to_string(),
-                    format!("{:?}", ev.bitrate_kbps),
-                    format!("{:?}", ev.buffering_ms),
-                    ev.completed.to_string(),
-                ]),
-                Err(errs) => Err(errs.iter().map(|e| e.key()).collect()),
-            },
-        });
+        out.push(summary(
+            row.fields.map_err(|e| vec![e]).and_then(|f| v.validate(&f)),
+        ));
     }
     assert_eq!(out.len(), rows.len());
+    let small_reads = Chunked {
+        data,
+        sizes: vec![1, 7, 64, 300, 4096],
+        next: 0,
+    };
+    let mut r = EventReader::new(small_reads, format).expect("open");
+    let mut checked = Vec::new();
+    while let Some(row) = r.next_checked(&v).expect("read") {
+        checked.push(summary(row.event));
+    }
+    assert_eq!(checked, out);
     out
 }
 

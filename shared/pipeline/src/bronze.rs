@@ -585,7 +585,7 @@ impl Pipeline {
             let mut skipped = 0u64;
             let mut done_here = 0u64;
             let mut last_line = skip_to_line;
-            while let Some(row) = rows.next_row()? {
+            while let Some(row) = rows.next_checked(&validator)? {
                 if row.line <= skip_to_line {
                     // Done by an earlier part: neither validated nor written again.
                     skipped += 1;
@@ -605,20 +605,16 @@ impl Pipeline {
                 }
                 done_here += 1;
                 last_line = row.line;
-                let checked = row
-                    .fields
-                    .map_err(|e| vec![e])
-                    .and_then(|f| validator.validate(&f))
-                    .and_then(|ev| {
-                        if config.serves(ev.country) {
-                            Ok(ev)
-                        } else {
-                            Err(vec![FieldError::new(
-                                Field::Country,
-                                Reason::CountryNotServed,
-                            )])
-                        }
-                    });
+                let checked = row.event.and_then(|ev| {
+                    if config.serves(ev.country) {
+                        Ok(ev)
+                    } else {
+                        Err(vec![FieldError::new(
+                            Field::Country,
+                            Reason::CountryNotServed,
+                        )])
+                    }
+                });
                 match checked {
                     Ok(ev) => {
                         let origin = format!("{origin}:{}", row.line);
@@ -628,7 +624,7 @@ impl Pipeline {
                     }
                     Err(errors) => batch.rejected.push(Rejection {
                         line: row.line,
-                        raw: row.raw_text().into_owned(),
+                        raw: String::from_utf8_lossy(row.raw).into_owned(),
                         errors,
                         origin: BTreeMap::new(),
                     }),
