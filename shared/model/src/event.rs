@@ -415,18 +415,18 @@ pub struct ValidEvent<'a> {
 
 pub const MAX_EVENT_ID_LEN: usize = 128;
 
-/// The bytes an event id may hold: ASCII letters and digits, `.`, `_`, `:` and `-`. A table
-/// rather than a chain of range tests: every accepted row checks each byte of its id.
-const EVENT_ID_BYTES: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-');
-        b += 1;
-    }
-    t
-};
+/// Whether every byte of `id` may be in an event id: ASCII letters and digits, `.`, `_`, `:`
+/// and `-`. A fold without an early exit, which the compiler turns into vector compares: every
+/// accepted row checks each byte of its id (a byte table looked up one byte at a time was 3% of
+/// the batch cube's CPU time).
+fn event_id_bytes(id: &[u8]) -> bool {
+    id.iter().fold(true, |ok, &b| {
+        let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+        // '-', '.', the digits and ':' are 0x2D..=0x3A, but for '/'.
+        let digit_or_sign = b.wrapping_sub(b'-') <= b':' - b'-' && b != b'/';
+        ok & (letter | digit_or_sign | (b == b'_'))
+    })
+}
 
 pub const MAX_TEXT_LEN: usize = 256;
 pub const MAX_WATCH_SECONDS: u64 = 86_400;
@@ -464,7 +464,7 @@ impl Validator {
         };
 
         let event_id = text(raw.get(Field::EventId), MAX_EVENT_ID_LEN).and_then(|s| {
-            if s.bytes().all(|b| EVENT_ID_BYTES[usize::from(b)]) {
+            if event_id_bytes(s.as_bytes()) {
                 Ok(s)
             } else {
                 Err(Reason::InvalidCharacters)
@@ -584,7 +584,7 @@ impl Validator {
         };
         let sized = |s: &'a str, max| (!s.is_empty() && s.len() <= max).then_some(s);
         let event_id = sized(event_id, MAX_EVENT_ID_LEN)?;
-        if !event_id.bytes().all(|b| EVENT_ID_BYTES[usize::from(b)]) {
+        if !event_id_bytes(event_id.as_bytes()) {
             return None;
         }
         let occurred_at_ms = plain_timestamp_ms(occurred_at.as_bytes())?;
@@ -933,6 +933,16 @@ mod tests {
             err,
             vec![FieldError::new(Field::OccurredAt, Reason::InFuture)]
         );
+    }
+
+    #[test]
+    fn event_id_bytes_are_letters_digits_and_four_signs() {
+        for b in 0..=u8::MAX {
+            let allowed = b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-');
+            assert_eq!(event_id_bytes(&[b]), allowed, "byte {b:#04x}");
+            assert_eq!(event_id_bytes(&[b'a', b, b'9']), allowed, "byte {b:#04x}");
+        }
+        assert!(event_id_bytes(b""));
     }
 
     #[test]
