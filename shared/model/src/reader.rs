@@ -961,12 +961,16 @@ mod tests {
         assert_eq!(got[0].1, "e1,t");
     }
 
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(data).expect("gzip");
+        gz.finish().expect("gzip")
+    }
+
     #[test]
     fn gzip_is_detected_by_content() {
         let plain = format!("{HEADER}\na,t,v,c,tv,BR,1,,,true\n");
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(plain.as_bytes()).expect("gzip");
-        let data = gz.finish().expect("gzip");
+        let data = gzip(plain.as_bytes());
         assert_eq!(
             rows(&data, Format::Csv),
             rows(plain.as_bytes(), Format::Csv)
@@ -992,9 +996,7 @@ mod tests {
     #[test]
     fn gzip_is_detected_when_its_magic_number_comes_one_byte_at_a_time() {
         let plain = format!("{HEADER}\na,t,v,c,tv,BR,1,,,true\r\nb,t,v,c,tv,BR,1,,,true\n");
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(plain.as_bytes()).expect("gzip");
-        let data = gz.finish().expect("gzip");
+        let data = gzip(plain.as_bytes());
         let one_byte_reads = |data: &[u8]| {
             let mut r = EventReader::new(OneByte(data), Format::Csv).expect("open");
             let mut out = Vec::new();
@@ -1019,9 +1021,7 @@ mod tests {
     #[test]
     fn truncated_gzip_is_an_io_error_not_a_panic() {
         let plain = format!("{HEADER}\n{}", "a,t,v,c,tv,BR,1,,,true\n".repeat(1000));
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(plain.as_bytes()).expect("gzip");
-        let mut data = gz.finish().expect("gzip");
+        let mut data = gzip(plain.as_bytes());
         data.truncate(data.len() / 2);
         let mut r = EventReader::new(&data[..], Format::Csv).expect("open");
         let mut result = Ok(());
