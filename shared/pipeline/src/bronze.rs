@@ -587,7 +587,8 @@ impl Pipeline {
             let mut last_line = skip_to_line;
             while let Some(row) = rows.next_checked(&validator)? {
                 if row.line <= skip_to_line {
-                    // Done by an earlier part: neither validated nor written again.
+                    // Done by an earlier part: read (and checked, as every row is read) but
+                    // not written again.
                     skipped += 1;
                     continue;
                 }
