@@ -30,11 +30,13 @@ use streamcube_pipeline::ports::{
 ///   itself dirtied one page per event per commit;
 /// - the id index (`silver_ids`: `event_id`, `seq`) is not written per event either: it holds
 ///   the ids of the rows up to `silver_meta.indexed_through`, and the ids of the rows after it
-///   (at most [`ID_FLUSH_ROWS`] or so) are kept in memory by the writing connection
-///   ([`RecentIds`]), which adds them to the index in one sorted pass when there are enough of
-///   them. A unique index written per event cost one random page per event per commit (4 KiB of
-///   log for an event of 150 bytes); a pass of sorted ids writes each page of the index once. Deduplication looks in memory, then in the index; every write runs under SQLite's
-///   write lock and first catches up with what other processes committed (see [`RecentIds`]);
+///   ([`ID_FLUSH_ROWS`] to [`ID_FLUSH_MAX_ROWS`] or so) are kept in memory by the writing
+///   connection ([`RecentIds`]), which adds them to the index in one sorted pass when there are
+///   enough of them. A unique index written per event cost one random page per event per commit
+///   (4 KiB of log for an event of 150 bytes); a pass of sorted ids writes each page of the
+///   index once. Deduplication looks in memory, then in the index; every write runs under
+///   SQLite's write lock and first catches up with what other processes committed (see
+///   [`RecentIds`]);
 /// - the viewer index (`silver_viewers`: hour, `viewer_prefix`, `seq`) is not written per event
 ///   but per hour, when the hour's changes are acknowledged ([`ChangeFeed::ack`]), in one sorted
 ///   pass that appends the hour's part of the index (a global viewer key would dirty most of the
@@ -248,13 +250,24 @@ fn uint(v: i64) -> StoreResult<u64> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative count {v}")))
 }
 
-/// The writer keeps the ids of at most about this many rows in memory (some 80 bytes each,
-/// 20 MB in all) before it adds them to `silver_ids`; one pass then writes each page of the
-/// index once (at 1,000,000 ids, the index has about 11,000 pages of 4 KiB). Each pass holds
-/// the writer for a moment, so fewer, larger passes write less: in the HTTP load test (1,000,000
-/// events) a pass every 100,000 rows gave 45,000-49,000 events/s, every 250,000 rows
-/// 50,800-53,300 (and a p99 per batch of 560-640 ms instead of 370-480).
+/// The writer keeps the ids of at least this many rows in memory (some 80 bytes each, 20 MB in
+/// all) before it adds them to `silver_ids`; one pass then writes each page of the index once
+/// (at 1,000,000 ids, the index has about 11,000 pages of 4 KiB). Each pass holds the writer for
+/// a moment, so fewer, larger passes write less: in the HTTP load test (1,000,000 events) a pass
+/// every 100,000 rows gave 45,000-49,000 events/s, every 250,000 rows 50,800-53,300 (and a p99
+/// per batch of 560-640 ms instead of 370-480). In a larger index, see [`ID_FLUSH_SHARE`].
 pub const ID_FLUSH_ROWS: usize = 250_000;
+
+/// A pass of sorted ids into an index of millions touches nearly every leaf page of it, so the
+/// index is written again at every pass, and passes of a fixed size cost a time that grows with
+/// the square of silver's rows. A pass waits for ids of as many rows as a fourth of those
+/// indexed so far, between [`ID_FLUSH_ROWS`] and [`ID_FLUSH_MAX_ROWS`]: from 1M rows on, passes
+/// grow to twice the size, for about 20 MB more memory. Ingesting 10,000,000 rows into a new
+/// store took 65-70 s instead of 80-88 s, with about 24 passes instead of 40 (own memory 400 MiB
+/// against 366-387); a limit of 1,000,000 ids did not do better (65-70 s, peak RSS 80-110 MiB
+/// higher).
+const ID_FLUSH_SHARE: i64 = 4;
+const ID_FLUSH_MAX_ROWS: usize = 500_000;
 
 /// The ids of silver's rows after `silver_meta.indexed_through`, as the writing connection last
 /// saw them, with their `seq`.
@@ -278,14 +291,17 @@ struct RecentIds {
     version: i64,
     /// False until caught up, and after a write transaction that failed: read it all again.
     trusted: bool,
-    /// Rows at which [`RecentIds::flush`] moves the ids to the index.
+    /// Rows at which [`RecentIds::flush`] moves the ids to the index: at least `flush_at`, at
+    /// most `flush_max`, a share of the index between (see [`ID_FLUSH_SHARE`]).
     flush_at: usize,
+    flush_max: usize,
 }
 
 impl RecentIds {
     fn new() -> Self {
         RecentIds {
             flush_at: ID_FLUSH_ROWS,
+            flush_max: ID_FLUSH_MAX_ROWS,
             ..RecentIds::default()
         }
     }
@@ -360,11 +376,17 @@ impl RecentIds {
 
     const INDEXED: &str = "SELECT seq FROM silver_ids WHERE event_id = ?1";
 
+    /// The ids kept in memory that start a pass, for the index as it is.
+    fn flush_threshold(&self) -> usize {
+        let share = usize::try_from(self.indexed_through / ID_FLUSH_SHARE).unwrap_or(0);
+        share.clamp(self.flush_at, self.flush_max.max(self.flush_at))
+    }
+
     /// Adds the ids kept in memory to `silver_ids` in key order, if there are enough of them.
     /// Returns the new `indexed_through`, to be applied with [`RecentIds::flushed`] after the
     /// commit.
     fn flush(&self, tx: &Connection) -> StoreResult<Option<i64>> {
-        if self.by_id.len() < self.flush_at {
+        if self.by_id.len() < self.flush_threshold() {
             return Ok(None);
         }
         let mut ids: Vec<(u64, &str, i64)> = self
@@ -1432,9 +1454,31 @@ mod tests {
     }
 
     fn open(path: &Path, flush_at: usize) -> SqliteStore {
+        open_flushing(path, flush_at, flush_at)
+    }
+
+    /// A store whose passes wait for `flush_at` to `flush_max` ids (a fourth of the index).
+    fn open_flushing(path: &Path, flush_at: usize, flush_max: usize) -> SqliteStore {
         let store = SqliteStore::open(path).expect("open");
-        store.ids.lock().expect("lock").flush_at = flush_at;
+        let mut ids = store.ids.lock().expect("lock");
+        ids.flush_at = flush_at;
+        ids.flush_max = flush_max;
+        drop(ids);
         store
+    }
+
+    #[test]
+    fn passes_grow_with_the_index_within_bounds() {
+        let at = |indexed_through: i64| {
+            let mut ids = RecentIds::new();
+            ids.indexed_through = indexed_through;
+            ids.flush_threshold()
+        };
+        assert_eq!(at(0), ID_FLUSH_ROWS);
+        assert_eq!(at(1_000_000), ID_FLUSH_ROWS);
+        assert_eq!(at(1_600_000), 400_000);
+        assert_eq!(at(4_000_000), ID_FLUSH_MAX_ROWS);
+        assert_eq!(at(100_000_000), ID_FLUSH_MAX_ROWS);
     }
 
     /// The table's ids, and whether the index holds exactly the rows up to `indexed_through`.
@@ -1598,11 +1642,17 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
-        fn two_writers_deduplicate_like_one_map(ops in prop::collection::vec(op(), 1..40), flush_at in 1..5_usize) {
+        fn two_writers_deduplicate_like_one_map(
+            ops in prop::collection::vec(op(), 1..40),
+            flush_at in 1..5_usize,
+            more in 0..4_usize,
+        ) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             let dir = tempfile::tempdir().expect("tmp");
             let path = dir.path().join("streamcube.db");
-            let mut stores = [open(&path, flush_at), open(&path, flush_at)];
+            // Passes of a fixed size, or growing with the index.
+            let open = |path: &Path| open_flushing(path, flush_at, flush_at + more);
+            let mut stores = [open(&path), open(&path)];
             // id -> origin of the stored row
             let mut model: HashMap<u8, u8> = HashMap::new();
             for op in ops {
@@ -1636,7 +1686,7 @@ mod tests {
                         prop_assert_eq!(got, want);
                     }
                     Op::Reopen(w) => {
-                        stores[w] = open(&path, flush_at);
+                        stores[w] = open(&path);
                     }
                 }
                 let (ids, consistent) = check_layout(&path);
