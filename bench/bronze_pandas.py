@@ -15,7 +15,8 @@ Subcommands:
       against rows already in the database); the accepted rows written with executemany in one
       transaction into a SQLite database in WAL mode with streamcube's schema (read from
       shared/embedded/src/sqlite.rs), pragmas and silver_events column encodings (hour = occurred_at_ms div 3600000, the viewer as
-      the 32-byte HMAC, origin `events/<name>#sha256:<hex>:<line>`), and the hours touched
+      the 32-byte HMAC, origin `events/<name>#sha256:<hex>` once in silver_origins and each
+      row's line number), and the hours touched
       recorded in silver_changes. Refused rows go to D/quarantine/events/<name>.jsonl with
       their line, raw text and reasons, and the counts to D/reports/events/<name>.json: the
       same paths and JSON shapes as streamcube's lake.
@@ -45,6 +46,7 @@ import csv
 import gzip
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
@@ -177,6 +179,8 @@ SILVER_COLUMNS = [
     "viewer",
     *CONTRACT[CONTRACT.index("content_id") :],
     "origin",
+    "origin_file",
+    "origin_line",
 ]
 # A row is written unless its id is in the id index (silver_ids, which this job brings up to
 # date at the end of each file); `seq` continues from silver_meta.last_seq, as streamcube's does.
@@ -561,10 +565,16 @@ def ingest_file(path: Path, con: sqlite3.Connection, lake: Path, key_secret: byt
     devices = np.array(devices, dtype=object)
     countries = np.array(countries, dtype=object)
     hours = occurred_ms // MS_PER_HOUR
-    prefix = f"{key}#{version}:"
     inserted = 0
     con.execute("BEGIN IMMEDIATE")
     try:
+        # The file's origin, once: each row holds its line and the file's id.
+        con.execute(
+            "INSERT OR IGNORE INTO silver_origins (origin) VALUES (?)", (f"{key}#{version}",)
+        )
+        (file_id,) = con.execute(
+            "SELECT id FROM silver_origins WHERE origin = ?", (f"{key}#{version}",)
+        ).fetchone()
         through, last_seq = con.execute(
             "SELECT indexed_through, last_seq FROM silver_meta WHERE id = 0"
         ).fetchone()
@@ -585,7 +595,9 @@ def ingest_file(path: Path, con: sqlite3.Connection, lake: Path, key_secret: byt
                 np.where(bitrate < 0, None, bitrate).tolist(),
                 np.where(buffering < 0, None, buffering).tolist(),
                 completed[rows].tolist(),
-                [prefix + str(line) for line in lines[rows].tolist()],
+                itertools.repeat(""),
+                itertools.repeat(file_id),
+                lines[rows].tolist(),
             )
             inserted += con.executemany(INSERT_SQL, tuples).rowcount
         con.execute(INDEX_SQL, (through,))
@@ -751,7 +763,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     ids_same = only["sc"] == 0 and only["pj"] == 0
 
     columns = [c for c in SILVER_COLUMNS if c != "event_id"]
-    diff = ", ".join(f"coalesce(sum(a.{c} IS NOT b.{c}), 0)" for c in columns)
+    # A file's id in silver_origins is each store's own: the names are compared.
+    origin_name = "(SELECT origin FROM {}.silver_origins WHERE id = {}.origin_file)"
+    diff = ", ".join(
+        f"coalesce(sum({origin_name.format('sc', 'a')} IS NOT {origin_name.format('pj', 'b')}), 0)"
+        if c == "origin_file"
+        else f"coalesce(sum(a.{c} IS NOT b.{c}), 0)"
+        for c in columns
+    )
     row = con.execute(
         f"SELECT count(*), {diff} FROM ids_sc i JOIN ids_pj j USING (event_id)"
         " JOIN sc.silver_events a ON a.seq = i.seq JOIN pj.silver_events b ON b.seq = j.seq"

@@ -62,9 +62,18 @@ CREATE TABLE IF NOT EXISTS silver_events (
     bitrate_kbps   INTEGER,
     buffering_ms   INTEGER,
     completed      INTEGER NOT NULL,
-    origin         TEXT NOT NULL
+    origin         TEXT NOT NULL,
+    origin_file    INTEGER,
+    origin_line    INTEGER
 );
 CREATE INDEX IF NOT EXISTS silver_by_hour ON silver_events(hour);
+-- A row's origin is `origin`, or when origin_file is set (and `origin` empty), the file's origin,
+-- ':' and origin_line: `<key>#<version>:<line>` of every row of a file would otherwise repeat
+-- some 90 bytes of the file's name and version, half of the row.
+CREATE TABLE IF NOT EXISTS silver_origins (
+    id     INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS silver_ids (
     event_id TEXT PRIMARY KEY,
     seq      INTEGER NOT NULL
@@ -127,12 +136,13 @@ CREATE TABLE IF NOT EXISTS processed_objects (
 ) WITHOUT ROWID;
 ";
 
-/// 5: the viewer index keyed by a prefix of the pseudonym (`viewer_prefix`).
+/// 6: each file's origin stored once (`silver_origins`; `origin_file`, `origin_line` in
+/// `silver_events`). 5: the viewer index keyed by a prefix of the pseudonym (`viewer_prefix`).
 /// 4: the id index written in sorted passes (`silver_ids`) instead of a unique index on
 /// `silver_events`. 3: gold blocks split by country (`part`). 2: silver as an append-ordered
 /// rowid table with its viewer index built per hour. The first layout (no `user_version`) kept
 /// silver in a table keyed by `event_id` with a per-row viewer index.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Creates the schema in a new file, or brings an older file to the current layout, in one
 /// transaction. Silver of the first layout is copied in hour order, every copied row in the
@@ -211,6 +221,18 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             "INSERT INTO silver_ids (event_id, seq) SELECT event_id, seq FROM silver_events ORDER BY event_id;
              INSERT INTO silver_meta (id, indexed_through, last_seq, deletions)
                  SELECT 0, coalesce(max(seq), 0), coalesce(max(seq), 0), 0 FROM silver_events;",
+        )?;
+    }
+    let origin_files: i64 = tx.query_row(
+        "SELECT count(*) FROM pragma_table_info('silver_events') WHERE name = 'origin_file'",
+        [],
+        |r| r.get(0),
+    )?;
+    if origin_files == 0 {
+        // Rows written so far keep their origin as text.
+        tx.execute_batch(
+            "ALTER TABLE silver_events ADD COLUMN origin_file INTEGER;
+             ALTER TABLE silver_events ADD COLUMN origin_line INTEGER;",
         )?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -659,12 +681,70 @@ impl SqliteStore {
 
 const EVENT_COLUMNS: &str = "event_id, hour, occurred_at_ms, viewer, content_id, device, country, watch_seconds, bitrate_kbps, buffering_ms, completed, origin";
 
+/// A row's origin, put together (see `silver_origins`).
+macro_rules! origin_read {
+    () => {
+        "CASE WHEN origin_file IS NULL THEN origin
+              ELSE (SELECT o.origin FROM silver_origins o WHERE o.id = origin_file) || ':' || origin_line END"
+    };
+}
+
+/// [`EVENT_COLUMNS`] as read, with the origin put together.
+const EVENT_COLUMNS_READ: &str = concat!(
+    "event_id, hour, occurred_at_ms, viewer, content_id, device, country, watch_seconds, bitrate_kbps, buffering_ms, completed, ",
+    origin_read!()
+);
+
+/// An origin of the form `<file>:<line>` (a line number in its plain decimal form, so that the
+/// two parts put back together give the same text), split.
+fn split_origin(origin: &str) -> Option<(&str, i64)> {
+    let (file, line) = origin.rsplit_once(':')?;
+    let plain = !line.is_empty()
+        && line.len() <= 19
+        && line.bytes().all(|b| b.is_ascii_digit())
+        && (line == "0" || !line.starts_with('0'));
+    if !plain {
+        return None;
+    }
+    line.parse().ok().map(|n| (file, n))
+}
+
+/// The id of a file's origin in `silver_origins`, added if new; remembers the last one, since a
+/// write's rows usually come from one file.
+#[derive(Default)]
+struct OriginFiles {
+    last: Option<(String, i64)>,
+}
+
+impl OriginFiles {
+    fn id(&mut self, tx: &Connection, file: &str) -> StoreResult<i64> {
+        if let Some((name, id)) = &self.last
+            && name == file
+        {
+            return Ok(*id);
+        }
+        let found: Option<i64> = tx
+            .prepare_cached("SELECT id FROM silver_origins WHERE origin = ?1")
+            .and_then(|mut s| s.query_row([file], |r| r.get(0)).optional())
+            .map_err(sql_err)?;
+        let id = match found {
+            Some(id) => id,
+            None => tx
+                .prepare_cached("INSERT INTO silver_origins (origin) VALUES (?1) RETURNING id")
+                .and_then(|mut s| s.query_row([file], |r| r.get(0)))
+                .map_err(sql_err)?,
+        };
+        self.last = Some((file.to_owned(), id));
+        Ok(id)
+    }
+}
+
 fn query_events<P: rusqlite::Params>(
     c: &Connection,
     sql: &str,
     p: P,
 ) -> StoreResult<Vec<SilverEvent>> {
-    let sql = sql.replacen('*', EVENT_COLUMNS, 1);
+    let sql = sql.replacen('*', EVENT_COLUMNS_READ, 1);
     let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
     let mut rows = stmt.query(p).map_err(sql_err)?;
     let mut out = Vec::new();
@@ -789,12 +869,17 @@ impl SqliteStore {
             {
                 let mut insert = tx
                     .prepare_cached(&format!(
-                        "INSERT INTO silver_events (seq, {EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                        "INSERT INTO silver_events (seq, {EVENT_COLUMNS}, origin_file, origin_line) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
                     ))
                     .map_err(sql_err)?;
                 let mut origin_of = tx
-                    .prepare_cached("SELECT origin FROM silver_events WHERE seq = ?1")
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        origin_read!(),
+                        " FROM silver_events WHERE seq = ?1"
+                    ))
                     .map_err(sql_err)?;
+                let mut files = OriginFiles::default();
                 let mut indexed = tx.prepare_cached(RecentIds::INDEXED).map_err(sql_err)?;
                 // In id order, so that the lookups walk the index from left to right instead of
                 // at random; repeated ids stay in input order, so the first of them wins, and
@@ -822,6 +907,10 @@ impl SqliteStore {
                         continue;
                     }
                     seq += 1;
+                    let (origin, file, line) = match split_origin(&e.origin) {
+                        Some((file, line)) => ("", Some(files.id(&tx, file)?), Some(line)),
+                        None => (e.origin.as_str(), None, None),
+                    };
                     insert
                         .execute(params![
                             seq,
@@ -836,7 +925,9 @@ impl SqliteStore {
                             e.bitrate_kbps,
                             e.buffering_ms,
                             e.completed,
-                            e.origin,
+                            origin,
+                            file,
+                            line,
                         ])
                         .map_err(sql_err)?;
                     out[i] = PutOutcome::Inserted;
@@ -1624,6 +1715,95 @@ mod tests {
             assert!(!want.is_empty());
             assert_eq!(found, want, "viewer {v}");
         }
+    }
+
+    proptest! {
+        /// An origin split and put back together is the same text, and a file's rows split.
+        #[test]
+        fn origins_split_and_join_back(origin in "[a-z#:/0-9\u{e9}]{0,12}(:[0-9]{1,20})?", line in 0..i64::MAX) {
+            if let Some((file, n)) = split_origin(&origin) {
+                prop_assert_eq!(format!("{file}:{n}"), origin.clone());
+            }
+            let row = format!("{origin}:{line}");
+            prop_assert_eq!(split_origin(&row), Some((origin.as_str(), line)));
+        }
+    }
+
+    /// A file's rows store its origin once; every origin reads back as written, including ones
+    /// that do not end in a plain line number, and a replay from the same file and line is
+    /// recognised.
+    #[test]
+    fn origins_are_stored_once_per_file_and_read_back_whole() {
+        let (rt, _dir, path) = scratch();
+        let store = SqliteStore::open(&path).expect("open");
+        let origins = [
+            "bronze/a.csv#sha256:ab12:2",
+            "bronze/a.csv#sha256:ab12:3",
+            "bronze/b.csv#v1:0",
+            "",
+            "no-line",
+            "bronze/a.csv#sha256:ab12:007",
+            "bronze/a.csv#sha256:ab12:",
+            "x:99999999999999999999",
+            "bronze/a.csv#sha256:ab12:9223372036854775807",
+        ];
+        let events: Vec<SilverEvent> = origins
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let mut e = event(u8::try_from(i).expect("small"), 0);
+                e.origin = (*o).to_owned();
+                e
+            })
+            .collect();
+        let put = rt.block_on(store.put_new(&events)).expect("put");
+        assert_eq!(put, vec![PutOutcome::Inserted; origins.len()]);
+        let mut read: Vec<(String, String)> = Vec::new();
+        for e in &events {
+            for got in rt.block_on(store.hour_events(e.hour())).expect("hour") {
+                read.push((got.event_id, got.origin));
+            }
+        }
+        read.sort();
+        read.dedup();
+        let mut want: Vec<(String, String)> = events
+            .iter()
+            .map(|e| (e.event_id.clone(), e.origin.clone()))
+            .collect();
+        want.sort();
+        assert_eq!(read, want);
+        let c = Connection::open(&path).expect("db");
+        let files: Vec<String> = c
+            .prepare("SELECT origin FROM silver_origins ORDER BY origin")
+            .expect("sql")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("files");
+        assert_eq!(files, ["bronze/a.csv#sha256:ab12", "bronze/b.csv#v1"]);
+        let texts: i64 = c
+            .query_row(
+                "SELECT count(*) FROM silver_events WHERE origin <> '' OR origin_file IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(
+            texts, 5,
+            "only origins other than <file>:<line> are kept as text"
+        );
+        // Replays of a split origin and of a text origin; another line of a known file.
+        let mut other = events[2].clone();
+        other.origin = "bronze/b.csv#v1:1".into();
+        let again = [events[1].clone(), events[4].clone(), other];
+        assert_eq!(
+            rt.block_on(store.put_new(&again)).expect("put"),
+            [
+                PutOutcome::AlreadyStored,
+                PutOutcome::AlreadyStored,
+                PutOutcome::Duplicate
+            ]
+        );
     }
 
     proptest! {

@@ -116,7 +116,7 @@ async fn a_first_layout_store_is_migrated_on_open() {
     let version: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let tables: Vec<String> = c
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .expect("sql")
@@ -375,7 +375,7 @@ async fn a_version_4_viewer_index_is_keyed_by_prefix() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .expect("index");
-    assert_eq!((version, rows, keys), (5, 39, 1));
+    assert_eq!((version, rows, keys), (6, 39, 1));
     let tables: i64 = c
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE name = 'silver_viewers_v4'",
