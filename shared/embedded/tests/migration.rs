@@ -353,8 +353,35 @@ async fn a_version_4_viewer_index_is_keyed_by_prefix() {
     );
     // The ids came through as they were: a replay is recognised, a deletion unindexes.
     let stored = silver.hour_events(HOUR).await.expect("hour")[0].clone();
+    assert_eq!(stored.origin, "bronze/a.csv#v1:2");
     assert_eq!(
-        silver.put_new(&[stored]).await.expect("put"),
+        silver
+            .put_new(std::slice::from_ref(&stored))
+            .await
+            .expect("put"),
+        [PutOutcome::AlreadyStored]
+    );
+    // A row written now keeps its file's origin once; the hour reads both kinds whole, and a
+    // replay of the new row from its file and line is recognised too.
+    let mut new = stored;
+    new.event_id = "e0100".into();
+    new.viewer = two;
+    new.origin = "bronze/a.csv#v1:141".into();
+    assert_eq!(
+        silver.put_new(&[new.clone()]).await.expect("put"),
+        [PutOutcome::Inserted]
+    );
+    let origins: Vec<String> = silver
+        .hour_events(HOUR)
+        .await
+        .expect("hour")
+        .into_iter()
+        .filter(|e| e.event_id == "e0000" || e.event_id == "e0100")
+        .map(|e| e.origin)
+        .collect();
+    assert_eq!(origins, ["bronze/a.csv#v1:2", "bronze/a.csv#v1:141"]);
+    assert_eq!(
+        silver.put_new(&[new]).await.expect("put"),
         [PutOutcome::AlreadyStored]
     );
     assert_eq!(silver.delete(&["e0000".into()]).await.expect("delete"), 1);
@@ -376,6 +403,17 @@ async fn a_version_4_viewer_index_is_keyed_by_prefix() {
         )
         .expect("index");
     assert_eq!((version, rows, keys), (6, 39, 1));
+    // The old rows' origins stay text; the new row's is its file's id and its line.
+    let kept: (i64, i64) = c
+        .query_row(
+            "SELECT count(*) FILTER (WHERE origin_file IS NULL AND origin <> ''),
+                    count(*) FILTER (WHERE origin = '' AND origin_line = 141)
+                 FROM silver_events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("origins");
+    assert_eq!(kept, (39, 1));
     let tables: i64 = c
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE name = 'silver_viewers_v4'",
