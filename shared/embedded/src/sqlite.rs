@@ -284,7 +284,7 @@ pub const ID_FLUSH_ROWS: usize = 250_000;
 /// index is written again at every pass, and passes of a fixed size cost a time that grows with
 /// the square of silver's rows. A pass waits for ids of as many rows as a fourth of those
 /// indexed so far, between [`ID_FLUSH_ROWS`] and [`ID_FLUSH_MAX_ROWS`]: from 1M rows on, passes
-/// grow to twice the size, for about 20 MB more memory. Ingesting 10,000,000 rows into a new
+/// grow to twice the size, for 15 to 45 MB more memory. Ingesting 10,000,000 rows into a new
 /// store took 65-70 s instead of 80-88 s, with about 24 passes instead of 40 (own memory 400 MiB
 /// against 366-387); a limit of 1,000,000 ids did not do better (65-70 s, peak RSS 80-110 MiB
 /// higher).
