@@ -165,7 +165,7 @@ impl<'r> EventReader<'r> {
         }
         let kind = match format {
             Format::Csv => Kind::Csv(Box::new(CsvState {
-                rdr: csv_core::Reader::new(),
+                rdr: csv_reader_without_bom(),
                 out: vec![0; 4096],
                 ends: vec![0; 32],
                 nfields: 0,
@@ -501,7 +501,7 @@ fn read_csv_record(
             }
             raw.drain(..lead);
             raw.truncate(KEPT_PREFIX);
-            state.rdr.reset();
+            state.rdr = csv_reader_without_bom();
             state.nfields = 0;
             state.gap = 0;
             return Ok(Some((start, CsvShape::TooLong)));
@@ -598,6 +598,17 @@ fn skip_to_line_end(src: &mut Source<'_>) -> io::Result<bool> {
         let n = buf.len();
         src.consume(n);
     }
+}
+
+/// A csv-core reader that takes its input as data from the first byte. csv-core drops a byte
+/// order mark at the start of the first input it is given, wherever in the file that input
+/// starts: the file's BOM is stripped before (see [`Source::skip_bom`]), and plain lines are
+/// split without csv-core, so its first input may be a later record whose first field starts
+/// with U+FEFF. It is shown an empty line first, which it skips.
+fn csv_reader_without_bom() -> csv_core::Reader {
+    let mut rdr = csv_core::Reader::new();
+    let _ = rdr.read_record(b"\n", &mut [], &mut []);
+    rdr
 }
 
 fn count_newlines(b: &[u8]) -> u64 {

@@ -1218,6 +1218,32 @@ fn a_first_read_of_exactly_the_bom_loses_nothing() {
     assert_eq!(chunked, whole, "the file's rows were lost");
 }
 
+/// Found by `valid_rows_survive_any_requoting_order_ending_and_compression`: csv-core drops a BOM
+/// at the start of the first input it is given. Plain lines are split without it, so its first
+/// input could be a later record (one with a quote, say), and a first field starting with U+FEFF
+/// lost that character; after a row over the size limit the reader started a fresh csv-core,
+/// and the same could happen again.
+#[test]
+fn a_field_starting_with_u_feff_keeps_it_wherever_csv_core_first_reads() {
+    let row = "\u{feff}e2,2026-01-01T00:00:00Z,\"v\",c,tv,BR,1,,,true";
+    let too_long = format!(
+        "e1,2026-01-01T00:00:00Z,\"{}\",c,tv,BR,1,,,true",
+        "x".repeat(MAX_ROW_BYTES + 10)
+    );
+    for data in [
+        format!("{HEADER}\ne0,2026-01-01T00:00:00Z,v,c,tv,BR,1,,,true\n{row}\n"),
+        format!("{HEADER}\n{too_long}\n{row}\n"),
+    ] {
+        let (rows, err) = read_all(data.as_bytes(), Format::Csv);
+        assert!(err.is_none());
+        let last = rows.last().expect("rows");
+        let Ok(fields) = &last.fields else {
+            panic!("the row is valid: {:?}", last.fields);
+        };
+        assert_eq!(fields[0], r#"Text("\u{feff}e2")"#, "{fields:?}");
+    }
+}
+
 /// Found while building the table of bad inputs: a stray quote opens a quoted field that runs
 /// over the following lines, so they all become one record. When it passes `MAX_ROW_BYTES`, only
 /// its first line is refused (`row:row_too_long`) and the lines after it are read again: the
