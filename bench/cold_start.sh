@@ -14,7 +14,7 @@
 #   ingest-api         http-post-events.json       stores 2 new events, rejects 1
 #   cube-query         http-get-cube.json          a query over the stored events
 #   bronze-processor   s3-put-events-csv.json      two CSV objects into silver
-#   cube-consolidator  dynamodb-stream-silver.json recomputes and publishes 3 days
+#   cube-consolidator  schedule-consolidate.json   its scheduled run: 2 pending days published
 #   kafka-ingest       msk-events.json             an MSK batch with 2 poison records
 #   erasure            http-delete-viewer.json     erases a viewer, recomputes, vacuums
 # It prints the p50 time to the function's first `invocation/next` (init) and to
@@ -110,23 +110,24 @@ main() {
     grep -A6 '^\[profile.release\]' "$ROOT/Cargo.toml" | sed -n 's/^\([a-z-]* = .*\)$/  profile.release: \1/p'
 
     step "preparing the data directories (not timed)"
-    # empty: the schema, the key and the bronze objects of the S3 sample; loaded: the same
-    # with the sample events stored and their days consolidated.
-    local empty="$RES/seed-empty" loaded="$RES/seed-loaded"
+    # empty: the schema, the key and the bronze objects of the S3 sample; pending: the same
+    # with the sample events stored (their hours pending); loaded: those days consolidated.
+    local empty="$RES/seed-empty" pending="$RES/seed-pending" loaded="$RES/seed-loaded"
     mkdir -p "$empty"
     once ingest-api http-get-health.json "$empty"
     mkdir -p "$empty/bronze"
     cp -r "$ROOT/functions/bronze-processor/tests/objects/." "$empty/bronze/"
-    cp -r "$empty" "$loaded"
-    once ingest-api http-post-events.json "$loaded"
-    once cube-consolidator dynamodb-stream-silver.json "$loaded"
-    echo "  $(rel "$empty"), $(rel "$loaded")"
+    cp -r "$empty" "$pending"
+    once ingest-api http-post-events.json "$pending"
+    cp -r "$pending" "$loaded"
+    once cube-consolidator schedule-consolidate.json "$loaded"
+    echo "  $(rel "$empty"), $(rel "$pending"), $(rel "$loaded")"
 
     step "cold start to the first answer, $RUNS runs per function"
     timed ingest-api http-post-events.json "$empty" 200
     timed cube-query http-get-cube.json "$loaded" 200
     timed bronze-processor s3-put-events-csv.json "$empty"
-    timed cube-consolidator dynamodb-stream-silver.json "$loaded"
+    timed cube-consolidator schedule-consolidate.json "$pending"
     timed kafka-ingest msk-events.json "$empty"
     timed erasure http-delete-viewer.json "$loaded" 200
 

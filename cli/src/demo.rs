@@ -10,7 +10,7 @@ use streamcube_model::query::{Query, Value};
 use streamcube_pipeline::Pipeline;
 
 use crate::batch::generate_files;
-use crate::local::{consolidate_pending, ingest_files, print_consolidation, print_ingest};
+use crate::local::{ingest_files, print_consolidation, print_ingest};
 use crate::output::{hours, percent, spinner, table, thousands};
 use crate::setup::Opened;
 
@@ -85,7 +85,7 @@ pub async fn demo(
 
     println!("\n3. Consolidating the hour partitions that changed into the cube");
     let pb = spinner("consolidating");
-    let days = consolidate_pending(pipeline, backend).await?;
+    let days = pipeline.consolidate_pending().await?;
     pb.finish_and_clear();
     print_consolidation(&days);
 

@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
-use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::query::{Query, first_hour};
 use streamcube_pipeline::Pipeline;
 use streamcube_pipeline::bronze::{ObjectOutcome, object_path};
@@ -153,29 +152,6 @@ pub async fn ingest(
     Ok(())
 }
 
-/// Consolidates every pending hour; acknowledges the hours of the days that published.
-pub async fn consolidate_pending(
-    pipeline: &Pipeline,
-    backend: &EmbeddedBackend,
-) -> anyhow::Result<Vec<DayOutcome>> {
-    let feed = backend.change_feed();
-    let pending = feed.pending().await?;
-    if pending.is_empty() {
-        return Ok(Vec::new());
-    }
-    let hours: Vec<i64> = pending.iter().map(|(h, _)| *h).collect();
-    let outcomes = pipeline.consolidate_hours(&hours).await?;
-    for o in outcomes.iter().filter(|o| o.result.is_ok()) {
-        for h in &o.hours {
-            let hour = first_hour(o.day) + i64::from(*h);
-            if let Some((_, seen)) = pending.iter().find(|(p, _)| *p == hour) {
-                feed.ack(hour, *seen).await?;
-            }
-        }
-    }
-    Ok(outcomes)
-}
-
 pub fn print_consolidation(outcomes: &[DayOutcome]) -> bool {
     if outcomes.is_empty() {
         println!("nothing to consolidate: every partition is up to date");
@@ -224,8 +200,8 @@ pub fn print_consolidation(outcomes: &[DayOutcome]) -> bool {
 #[derive(Args, Debug)]
 pub struct ConsolidateArgs {
     /// Recompute every hour from this day (UTC), whatever changed: a backfill or a repair.
-    /// Without it, the hours that changed since the last run (embedded backend only; on AWS the
-    /// silver table's stream consolidates as events arrive).
+    /// Without it, the hours that changed since the last run (on AWS, those the silver table's
+    /// stream reported: what the scheduled run of cube-consolidator would do now).
     #[arg(long, requires = "to")]
     pub from: Option<chrono::NaiveDate>,
     /// Last day of the range to recompute.
@@ -247,11 +223,7 @@ pub async fn consolidate(
             let hours: Vec<i64> = (first_hour(from)..first_hour(to) + 24).collect();
             pipeline.consolidate_hours(&hours).await?
         }
-        (_, _, Opened::Embedded(b)) => consolidate_pending(pipeline, b).await?,
-        (_, _, Opened::Aws { .. }) => anyhow::bail!(
-            "on AWS the silver table's stream consolidates as events arrive; give --from and --to \
-             to recompute a range"
-        ),
+        _ => pipeline.consolidate_pending().await?,
     };
     pb.finish_and_clear();
     if !print_consolidation(&outcomes) {

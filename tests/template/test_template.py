@@ -319,6 +319,22 @@ def test_consolidator_reads_the_silver_stream_in_reported_batches(sam: dict[str,
     assert sam["Parameters"]["ConsolidatorReservedConcurrency"]["Default"] <= 5
 
 
+def test_consolidator_publishes_the_marked_hours_on_its_schedule(sam: dict[str, Any]) -> None:
+    """A stream batch only marks hours (in the cube table); an EventBridge schedule publishes
+    them. A failed run leaves its hours pending for the next, so it is not retried sooner."""
+    props = sam["Resources"]["CubeConsolidatorFunction"]["Properties"]
+    (schedule,) = [e["Properties"] for e in props["Events"].values() if e["Type"] == "Schedule"]
+    assert schedule["Schedule"] == {"Ref": "ConsolidationSchedule"}
+    assert schedule["RetryPolicy"]["MaximumRetryAttempts"] == 0
+    default = sam["Parameters"]["ConsolidationSchedule"]["Default"]
+    minutes = re.fullmatch(r"rate\((\d+) minutes\)", default)
+    assert minutes and 5 <= int(minutes.group(1)) <= 60, default
+    assert props["Timeout"] == 900
+    cube = [s for s in role_statements(sam, "CubeConsolidatorFunction") if ref(s["Resource"]) == "CubeTable"]
+    actions = {a for s in cube for a in as_list(s["Action"])}
+    assert {"dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:DeleteItem"} <= actions
+
+
 def test_bronze_processor_continues_itself_by_name(sam: dict[str, Any]) -> None:
     props = sam["Resources"]["BronzeProcessorFunction"]["Properties"]
     assert props["Timeout"] == 900 and props["MemorySize"] == 1024

@@ -1,27 +1,30 @@
-//! cube-consolidator: the DynamoDB stream of the silver table, into gold.
+//! cube-consolidator: silver's changes into gold, in two kinds of invocation.
 //!
-//! Every stream record names the hour partition it changed (the item's `hour` attribute, in the
-//! new image or, for a removal, the old one). The batch's hours go to
-//! [`Pipeline::consolidate_hours`], which recomputes each from silver and publishes its day; days
-//! are independent, so one failing day does not hold back the others. Recomputing is a pure
-//! function of silver, so a replayed batch changes nothing.
+//! - A batch of the silver table's DynamoDB stream: every record names the hour partition it
+//!   changed (the item's `hour` attribute, in the new image or, for a removal, the old one). The
+//!   batch's hours are marked pending in the change feed (an `UpdateItem` per hour): nothing is
+//!   recomputed here, so a busy stream costs a write per hour per batch, not a republished day.
+//! - The schedule (an EventBridge `Scheduled Event`): [`Pipeline::consolidate_pending`]
+//!   recomputes every pending hour from silver, publishes each of their days once, and clears
+//!   the hours of the days that published. A failed day's hours stay pending for the next run.
 //!
-//! Removals by the table's TTL (silver's retention) are ignored: gold outlives silver.
+//! Recomputing is a pure function of silver, so a replayed batch or a repeated run changes
+//! nothing. Removals by the table's TTL (silver's retention) are ignored: gold outlives silver.
 //!
-//! The answer is a partial batch response (`ReportBatchItemFailures`): when a day failed, the
-//! response names the record with the lowest sequence number among the records of the failed
-//! days (and the records without a usable `hour`). For a stream, Lambda checkpoints before that
-//! record and retries the batch from it; records after it that succeeded are recomputed again,
-//! which is harmless.
+//! A stream batch is answered with a partial batch response (`ReportBatchItemFailures`): the
+//! records without a usable `hour`, or every record when the marks could not be written, are
+//! retried from the one with the lowest sequence number (Lambda checkpoints before it; marking
+//! again the records after it is harmless).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::LambdaEvent;
+use serde::Serialize;
 use streamcube_model::query::try_day_of_hour;
 use streamcube_pipeline::Pipeline;
-use streamcube_pipeline::consolidate::{Expected, hours_by_day};
+use streamcube_pipeline::consolidate::hours_by_day;
 use streamcube_pipeline::http::ErrorChain;
 
 /// Why a stream record cannot be used.
@@ -40,13 +43,51 @@ pub enum BatchError {
     NoSequenceNumber(String),
 }
 
-impl From<BatchError> for lambda_runtime::Diagnostic {
-    fn from(e: BatchError) -> Self {
+/// Why an invocation fails.
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("not a DynamoDB stream batch nor a scheduled event")]
+    Unknown,
+    #[error("the stream batch is malformed: {0}")]
+    Malformed(String),
+    /// The pending hours could not be listed, consolidated or acknowledged (they stay pending).
+    #[error("the consolidation could not run; the pending hours stay for the next run")]
+    Feed,
+    #[error("{failed} of {days} days failed; their hours stay pending for the next run")]
+    DaysFailed { failed: usize, days: usize },
+    #[error("the answer could not be encoded: {0}")]
+    Answer(String),
+}
+
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    fn from(e: InvocationError) -> Self {
+        let error_type = match e {
+            InvocationError::Batch(_) => "BatchFailed",
+            InvocationError::Unknown | InvocationError::Malformed(_) => "UnknownInvocation",
+            InvocationError::Feed | InvocationError::DaysFailed { .. } => "ConsolidationFailed",
+            InvocationError::Answer(_) => "AnswerFailed",
+        };
         lambda_runtime::Diagnostic {
-            error_type: "BatchFailed".to_owned(),
+            error_type: error_type.to_owned(),
             error_message: e.to_string(),
         }
     }
+}
+
+/// What a scheduled run did, per day.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct RunSummary {
+    pub days: Vec<DayRun>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct DayRun {
+    pub day: chrono::NaiveDate,
+    pub hours: Vec<u8>,
+    /// The events of the published day, or `None` when the day failed.
+    pub events: Option<u64>,
 }
 
 /// The hour partitions (hours since the Unix epoch) a record touched: the `hour` of its new
@@ -74,46 +115,6 @@ pub fn record_hours(record: &EventRecord) -> Result<Vec<i64>, RecordError> {
         return Err(RecordError::NoHour);
     }
     Ok(hours)
-}
-
-/// A string or number attribute of an item image, as text.
-fn image_attr(image: &impl serde::Serialize, name: &str) -> Option<String> {
-    let serde_json::Value::Object(item) = serde_json::to_value(image).ok()? else {
-        return None;
-    };
-    let attr = item.get(name)?;
-    attr.get("S")
-        .or_else(|| attr.get("N"))
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_owned)
-}
-
-/// What the batch says silver holds now: each event where its newest record put it, and gone
-/// from the hour it left. Silver's hour index may lag; the consolidation reads until it agrees.
-pub fn expected_changes(records: &[EventRecord]) -> Expected {
-    let mut last: BTreeMap<(i64, String), bool> = BTreeMap::new();
-    for r in records.iter().filter(|r| !is_ttl_expiry(r)) {
-        let Some(id) = image_attr(&r.change.keys, "event_id") else {
-            continue;
-        };
-        let hour = |image| {
-            image_attr(image, "hour")
-                .and_then(|h| h.parse::<i64>().ok())
-                .filter(|h| try_day_of_hour(*h).is_some())
-        };
-        let new = hour(&r.change.new_image);
-        if let Some(h) = new {
-            last.insert((h, id.clone()), true);
-        }
-        if let Some(h) = hour(&r.change.old_image).filter(|h| Some(*h) != new) {
-            last.insert((h, id), false);
-        }
-    }
-    let mut out = Expected::new();
-    for ((hour, id), present) in last {
-        out.entry(hour).or_default().push((id, present));
-    }
-    out
 }
 
 /// Whether a record is a TTL expiry (DynamoDB itself removed an item past its `expires_at`).
@@ -163,17 +164,31 @@ pub fn first_failure<'a>(
     Ok(lowest)
 }
 
-/// Handles one batch of the silver table's stream.
+/// One invocation: a stream batch or the schedule (told apart by their shape).
 pub async fn handler(
     pipeline: &Pipeline,
-    event: LambdaEvent<Event>,
-) -> Result<DynamoDbEventResponse, BatchError> {
-    consolidate(pipeline, &event.payload).await
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<serde_json::Value, InvocationError> {
+    let payload = event.payload;
+    let answer = if payload.get("Records").is_some() {
+        let batch: Event = serde_json::from_value(payload)
+            .map_err(|e| InvocationError::Malformed(e.to_string()))?;
+        serde_json::to_value(mark_batch(pipeline, &batch).await?)
+    } else if payload
+        .get("detail-type")
+        .and_then(serde_json::Value::as_str)
+        == Some("Scheduled Event")
+    {
+        serde_json::to_value(consolidate_pending(pipeline).await?)
+    } else {
+        return Err(InvocationError::Unknown);
+    };
+    answer.map_err(|e| InvocationError::Answer(e.to_string()))
 }
 
-/// Consolidates the hours a batch touched and answers which records to retry.
+/// Marks the hours a stream batch touched as pending and answers which records to retry.
 #[tracing::instrument(skip_all, fields(records = event.records.len()), err)]
-pub async fn consolidate(
+pub async fn mark_batch(
     pipeline: &Pipeline,
     event: &Event,
 ) -> Result<DynamoDbEventResponse, BatchError> {
@@ -209,28 +224,10 @@ pub async fn consolidate(
     let touched: Vec<i64> = touched.into_iter().collect();
     let mut failed_days = BTreeSet::new();
     if !touched.is_empty() {
-        let expected = expected_changes(&event.records);
-        match pipeline.consolidate_changes(&touched, &expected).await {
-            Ok(days) => {
-                for day in days {
-                    match &day.result {
-                        Ok(summary) => tracing::info!(
-                            day = %day.day,
-                            hours = ?day.hours,
-                            generation = summary.generation,
-                            events = summary.events,
-                            "day consolidated"
-                        ),
-                        Err(error) => {
-                            tracing::error!(day = %day.day, %error, transient = day.transient, "day failed");
-                            failed_days.insert(day.day);
-                        }
-                    }
-                }
-            }
-            // Nothing could start (the catalog did not load): every day of the batch failed.
+        match pipeline.stores.changes.mark(&touched).await {
+            Ok(()) => tracing::info!(hours = touched.len(), "hours marked for consolidation"),
             Err(e) => {
-                tracing::error!(error = %ErrorChain(&e), "consolidation failed");
+                tracing::error!(error = %ErrorChain(&e), "marking the hours failed");
                 failed_days.extend(hours_by_day(touched.iter().copied()).into_keys());
             }
         }
@@ -239,7 +236,6 @@ pub async fn consolidate(
     if let Some(seq) = first_failure(&event.records, &hours, &failed_days)? {
         tracing::warn!(
             sequence_number = seq,
-            failed_days = failed_days.len(),
             "retrying the batch from the first failed record"
         );
         let mut failure = DynamoDbBatchItemFailure::default();
@@ -247,6 +243,46 @@ pub async fn consolidate(
         response.batch_item_failures.push(failure);
     }
     Ok(response)
+}
+
+/// The scheduled run: every pending hour consolidated, each day published once.
+#[tracing::instrument(skip_all, err)]
+pub async fn consolidate_pending(pipeline: &Pipeline) -> Result<RunSummary, InvocationError> {
+    let outcomes = pipeline.consolidate_pending().await.map_err(|e| {
+        tracing::error!(error = %ErrorChain(&e), "consolidation failed");
+        InvocationError::Feed
+    })?;
+    let mut days = Vec::with_capacity(outcomes.len());
+    for o in &outcomes {
+        match &o.result {
+            Ok(summary) => tracing::info!(
+                day = %o.day,
+                hours = ?o.hours,
+                generation = summary.generation,
+                events = summary.events,
+                "day consolidated"
+            ),
+            Err(error) => {
+                tracing::error!(day = %o.day, %error, transient = o.transient, "day failed");
+            }
+        }
+        days.push(DayRun {
+            day: o.day,
+            hours: o.hours.clone(),
+            events: o.result.as_ref().ok().map(|s| s.events),
+        });
+    }
+    let failed = days.iter().filter(|d| d.events.is_none()).count();
+    if failed > 0 {
+        return Err(InvocationError::DaysFailed {
+            failed,
+            days: days.len(),
+        });
+    }
+    if days.is_empty() {
+        tracing::info!("nothing pending");
+    }
+    Ok(RunSummary { days })
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! Cold start: read the configuration and open the backend once, then serve invocations.
 
-use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use streamcube_lambda::{KeyUse, Settings};
 
@@ -11,7 +10,7 @@ async fn main() -> Result<(), Error> {
     let pipeline = Settings::from_env(|k| std::env::var(k).ok())?
         .pipeline_for(KeyUse::None)
         .await?;
-    run(service_fn(move |event: LambdaEvent<Event>| {
+    run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let pipeline = pipeline.clone();
         async move { cube_consolidator::handler(&pipeline, event).await }
     }))

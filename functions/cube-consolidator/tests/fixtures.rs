@@ -1,18 +1,17 @@
-//! The handler on the `events/dynamodb-stream-silver.json` fixture, on the embedded backend:
-//! replays change nothing, a failing day is retried alone.
+//! The handler on the `events/dynamodb-stream-silver.json` and `events/schedule-consolidate.json`
+//! fixtures, on the embedded backend: a stream batch only marks its hours, the scheduled run
+//! publishes them, replays change nothing, a failing day stays pending alone.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use aws_lambda_events::event::dynamodb::Event;
 use chrono::NaiveDate;
+use cube_consolidator::{InvocationError, RunSummary};
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::cube::{Cell, Cuboid, Dims};
-use streamcube_model::event::SilverEvent;
-use streamcube_model::pseudonym::Pseudonym;
 use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
 use streamcube_pipeline::ports::{
-    DayManifest, GoldStore, Level, PutOutcome, SilverStore, StoreError, StoreResult,
+    ChangeFeed, DayManifest, GoldStore, Level, StoreError, StoreResult,
 };
 use streamcube_pipeline::{Pipeline, PipelineConfig};
 
@@ -24,8 +23,12 @@ fn fixture() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
 }
 
-fn event(v: serde_json::Value) -> Event {
-    serde_json::from_value(v).expect("a DynamoDB stream event")
+fn schedule() -> serde_json::Value {
+    let path = format!(
+        "{}/../../events/schedule-consolidate.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
 }
 
 const SEQ: [&str; 4] = [
@@ -134,16 +137,59 @@ async fn backend(dir: &std::path::Path, failing: &[NaiveDate]) -> Pipeline {
         .await
         .expect("delete");
     assert_eq!(removed, 1);
+    // The embedded store notes its own changes; on AWS only the stream reports them. Cleared
+    // here, so that what is pending below is what the stream batch marked.
+    for (hour, seen) in p.stores.changes.pending().await.expect("pending") {
+        p.stores.changes.ack(hour, seen).await.expect("ack");
+    }
     p
 }
 
+/// A change feed whose marks fail, as a throttled table would.
+struct FailingMarks(Arc<dyn ChangeFeed>);
+
+#[async_trait::async_trait]
+impl ChangeFeed for FailingMarks {
+    async fn pending(&self) -> StoreResult<Vec<(i64, u64)>> {
+        self.0.pending().await
+    }
+    async fn ack(&self, hour: i64, seen: u64) -> StoreResult<()> {
+        self.0.ack(hour, seen).await
+    }
+    async fn mark(&self, _hours: &[i64]) -> StoreResult<()> {
+        Err(StoreError::Throttled)
+    }
+}
+
+async fn invoke(p: &Pipeline, v: serde_json::Value) -> Result<serde_json::Value, InvocationError> {
+    cube_consolidator::handler(
+        p,
+        lambda_runtime::LambdaEvent::new(v, lambda_runtime::Context::default()),
+    )
+    .await
+}
+
+/// The stream batch through the handler: the sequence numbers it asks to retry.
 async fn failures(p: &Pipeline, v: serde_json::Value) -> Vec<String> {
-    cube_consolidator::consolidate(p, &event(v))
-        .await
-        .expect("response")
+    let answer = invoke(p, v).await.expect("a batch response");
+    let response: aws_lambda_events::event::streams::DynamoDbEventResponse =
+        serde_json::from_value(answer).expect("a partial batch response");
+    response
         .batch_item_failures
         .into_iter()
         .map(|f| f.item_identifier.expect("identifier"))
+        .collect()
+}
+
+/// The scheduled run through the handler.
+async fn run(p: &Pipeline) -> Result<RunSummary, InvocationError> {
+    cube_consolidator::consolidate_pending(p).await
+}
+
+async fn pending_days(p: &Pipeline) -> BTreeSet<NaiveDate> {
+    let pending = p.stores.changes.pending().await.expect("pending");
+    streamcube_pipeline::consolidate::hours_by_day(pending.into_iter().map(|(h, _)| h))
+        .into_keys()
         .collect()
 }
 
@@ -159,78 +205,99 @@ async fn published(p: &Pipeline, d: NaiveDate) -> Option<(u64, Vec<(Dims, Cell)>
     Some((m.events, cells))
 }
 
+async fn all_published(p: &Pipeline) -> [Option<(u64, Vec<(Dims, Cell)>)>; 3] {
+    [
+        published(p, day(21)).await,
+        published(p, day(22)).await,
+        published(p, day(23)).await,
+    ]
+}
+
+async fn version(p: &Pipeline, d: NaiveDate) -> Option<u64> {
+    p.stores
+        .gold
+        .manifest(d)
+        .await
+        .expect("manifest")
+        .map(|m| m.version)
+}
+
 #[tokio::test]
-async fn consolidates_the_touched_days_and_a_replay_changes_nothing() {
+async fn a_batch_marks_its_hours_and_the_scheduled_run_publishes_them() {
     let tmp = tempfile::tempdir().expect("tmp");
     let p = backend(tmp.path(), &[]).await;
-    // Through the Lambda entry point.
-    let response = cube_consolidator::handler(
-        &p,
-        lambda_runtime::LambdaEvent::new(event(fixture()), lambda_runtime::Context::default()),
-    )
-    .await
-    .expect("response");
     assert_eq!(
-        serde_json::to_value(&response).expect("json"),
+        invoke(&p, fixture()).await.expect("response"),
         serde_json::json!({"batchItemFailures": []})
     );
-    let first = [
-        published(&p, day(21)).await,
-        published(&p, day(22)).await,
-        published(&p, day(23)).await,
-    ];
+    assert_eq!(
+        all_published(&p).await,
+        [None, None, None],
+        "a batch publishes nothing"
+    );
+    assert_eq!(
+        pending_days(&p).await,
+        BTreeSet::from([day(21), day(22), day(23)])
+    );
+
+    let summary = invoke(&p, schedule()).await.expect("the scheduled run");
+    assert_eq!(
+        summary["days"].as_array().map(Vec::len),
+        Some(3),
+        "{summary}"
+    );
+    let first = all_published(&p).await;
     let events: Vec<Option<u64>> = first.iter().map(|d| d.as_ref().map(|d| d.0)).collect();
     // 11-21 lost its only event (the REMOVE), 11-22 and 11-23 have one each.
     assert_eq!(events, [Some(0), Some(1), Some(1)]);
     assert!(first[1].as_ref().is_some_and(|d| !d.1.is_empty()));
-    let version = p
-        .stores
-        .gold
-        .manifest(day(22))
-        .await
-        .expect("manifest")
-        .map(|m| m.version);
+    assert_eq!(
+        pending_days(&p).await,
+        BTreeSet::new(),
+        "published hours are cleared"
+    );
 
-    // The same batch again (Lambda retries, or a replayed shard).
+    // Nothing pending: the next run publishes nothing.
+    let v22 = version(&p, day(22)).await;
+    assert_eq!(run(&p).await.expect("run"), RunSummary { days: Vec::new() });
+    assert_eq!(version(&p, day(22)).await, v22);
+
+    // The same batch again (Lambda retries, or a replayed shard), then the run.
     assert!(failures(&p, fixture()).await.is_empty());
-    let again = [
-        published(&p, day(21)).await,
-        published(&p, day(22)).await,
-        published(&p, day(23)).await,
-    ];
-    assert_eq!(again, first);
+    run(&p).await.expect("run");
+    assert_eq!(all_published(&p).await, first);
     // It was recomputed (a new generation), to the same cells.
-    assert_ne!(
-        p.stores
-            .gold
-            .manifest(day(22))
-            .await
-            .expect("manifest")
-            .map(|m| m.version),
-        version
+    assert_ne!(version(&p, day(22)).await, v22);
+}
+
+#[tokio::test]
+async fn a_failing_day_stays_pending_and_the_others_publish() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let p = backend(tmp.path(), &[day(23)]).await;
+    assert!(failures(&p, fixture()).await.is_empty());
+    let err = run(&p).await.expect_err("a day failed");
+    assert!(
+        matches!(err, InvocationError::DaysFailed { failed: 1, days: 3 }),
+        "{err:?}"
+    );
+    assert!(published(&p, day(23)).await.is_none());
+    assert_eq!(published(&p, day(22)).await.map(|d| d.0), Some(1));
+    assert_eq!(published(&p, day(21)).await.map(|d| d.0), Some(0));
+    assert_eq!(pending_days(&p).await, BTreeSet::from([day(23)]));
+    // The error names no storage detail.
+    assert_eq!(
+        err.to_string(),
+        "1 of 3 days failed; their hours stay pending for the next run"
     );
 }
 
 #[tokio::test]
-async fn a_failing_day_is_retried_from_its_first_record_and_the_others_publish() {
-    // 11-23 (record 2) fails: Lambda retries from record 2; 11-21 and 11-22 are published.
+async fn marks_that_cannot_be_written_retry_the_batch_from_its_first_record() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let p = backend(tmp.path(), &[day(23)]).await;
-    assert_eq!(failures(&p, fixture()).await, [SEQ[1]]);
-    assert!(published(&p, day(23)).await.is_none());
-    assert_eq!(published(&p, day(22)).await.map(|d| d.0), Some(1));
-    assert_eq!(published(&p, day(21)).await.map(|d| d.0), Some(0));
-
-    // 11-22 (records 1 and 3) and 11-21 (record 4) fail: the lowest, record 1.
-    let tmp = tempfile::tempdir().expect("tmp");
-    let p = backend(tmp.path(), &[day(21), day(22)]).await;
+    let mut p = backend(tmp.path(), &[]).await;
+    p.stores.changes = Arc::new(FailingMarks(p.stores.changes.clone()));
     assert_eq!(failures(&p, fixture()).await, [SEQ[0]]);
-    assert_eq!(published(&p, day(23)).await.map(|d| d.0), Some(1));
-
-    // Only the REMOVE's day fails: its record.
-    let tmp = tempfile::tempdir().expect("tmp");
-    let p = backend(tmp.path(), &[day(21)]).await;
-    assert_eq!(failures(&p, fixture()).await, [SEQ[3]]);
+    assert_eq!(pending_days(&p).await, BTreeSet::new());
 }
 
 #[tokio::test]
@@ -247,92 +314,26 @@ async fn a_record_without_an_hour_is_reported_and_does_not_stop_the_others() {
         .expect("image")
         .remove("hour");
     assert_eq!(failures(&p, batch).await, [SEQ[2]]);
+    run(&p).await.expect("run");
     assert_eq!(published(&p, day(22)).await.map(|d| d.0), Some(1));
     assert_eq!(published(&p, day(23)).await.map(|d| d.0), Some(1));
 }
 
-/// Silver whose hour index lags: the first `lag` reads of each hour miss the hidden events and
-/// still show the removed one, as a DynamoDB global secondary index may right after the writes.
-struct LaggingIndex {
-    inner: Arc<dyn SilverStore>,
-    hidden: Vec<String>,
-    ghost: Option<SilverEvent>,
-    lag: u32,
-    reads: std::sync::Mutex<std::collections::HashMap<i64, u32>>,
-}
-
-#[async_trait::async_trait]
-impl SilverStore for LaggingIndex {
-    async fn put_new(&self, events: &[SilverEvent]) -> StoreResult<Vec<PutOutcome>> {
-        self.inner.put_new(events).await
-    }
-    async fn hour_events(&self, hour: i64) -> StoreResult<Vec<SilverEvent>> {
-        let mut events = self.inner.hour_events(hour).await?;
-        let n = {
-            let mut reads = self.reads.lock().expect("lock");
-            let n = reads.entry(hour).or_default();
-            *n += 1;
-            *n
-        };
-        if n <= self.lag {
-            events.retain(|e| !self.hidden.contains(&e.event_id));
-            if let Some(g) = self.ghost.as_ref().filter(|g| g.hour() == hour) {
-                events.push(g.clone());
-            }
-        }
-        Ok(events)
-    }
-    async fn viewer_events(&self, viewer: &Pseudonym) -> StoreResult<Vec<(String, i64)>> {
-        self.inner.viewer_events(viewer).await
-    }
-    async fn delete(&self, event_ids: &[String]) -> StoreResult<u64> {
-        self.inner.delete(event_ids).await
-    }
-}
-
 #[tokio::test]
-async fn a_lagging_hour_index_is_read_until_it_shows_the_batch() {
+async fn an_invocation_of_another_shape_is_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let truth = backend(tmp.path(), &[]).await;
-    assert!(failures(&truth, fixture()).await.is_empty());
-    let expected = [
-        published(&truth, day(21)).await,
-        published(&truth, day(22)).await,
-        published(&truth, day(23)).await,
-    ];
-
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mut p = backend(tmp.path(), &[]).await;
-    // The removed event, as the index would still show it.
-    let key = PseudonymKey::from_bytes("t", vec![9; 32]).expect("key");
-    let ghost = SilverEvent {
-        event_id: "0b6f9d5e-3c1a-4f57-9a61-2f0d8c4b7e10".into(),
-        occurred_at_ms: 1_795_248_000_000 + 312_000, // 2026-11-21T08:05:12Z
-        viewer: Pseudonymizer::new(&key).pseudonymize("v000042", 1_795_248_312_000),
-        content_id: "c000017".into(),
-        device: streamcube_model::event::Device::Web,
-        country: "BR".parse().expect("country"),
-        watch_seconds: 600,
-        bitrate_kbps: None,
-        buffering_ms: None,
-        completed: true,
-        origin: String::new(),
-    };
-    p.stores.silver = Arc::new(LaggingIndex {
-        inner: p.stores.silver.clone(),
-        hidden: vec!["0b6f9d5e-3c1a-4f57-9a61-2f0d8c4b7e11".into()],
-        ghost: Some(ghost),
-        lag: 2,
-        reads: Default::default(),
-    });
-    assert!(failures(&p, fixture()).await.is_empty());
-    let got = [
-        published(&p, day(21)).await,
-        published(&p, day(22)).await,
-        published(&p, day(23)).await,
-    ];
-    assert_eq!(
-        got, expected,
-        "the cube waits for the index to show the batch"
-    );
+    let p = backend(tmp.path(), &[]).await;
+    for v in [
+        serde_json::json!({}),
+        serde_json::json!({"detail-type": "Object Created", "source": "aws.s3"}),
+        serde_json::json!([1, 2]),
+    ] {
+        let err = invoke(&p, v.clone()).await.expect_err("refused");
+        assert!(matches!(err, InvocationError::Unknown), "{v}: {err:?}");
+    }
+    let err = invoke(&p, serde_json::json!({"Records": 3}))
+        .await
+        .expect_err("malformed");
+    assert!(matches!(err, InvocationError::Malformed(_)), "{err:?}");
+    assert_eq!(pending_days(&p).await, BTreeSet::new());
 }

@@ -1,5 +1,5 @@
 //! Bad input for cube-consolidator: mutated DynamoDB stream batches (from
-//! `events/dynamodb-stream-silver.json`) through the handler's `consolidate` on the embedded
+//! `events/dynamodb-stream-silver.json`) through the handler's `mark_batch` on the embedded
 //! backend, and the hour arithmetic every stream record goes through.
 //!
 //! This crate has no `proptest` among its dev-dependencies, so the fuzzing is done by the small
@@ -12,13 +12,14 @@
 //! The property: no panic; a record without a usable `hour` (absent, not a number, not an `N`)
 //! is reported, never dropped: the partial batch response names the lowest sequence number among
 //! the records that failed (and the whole batch fails only when such a record has no sequence
-//! number); TTL expiries are ignored; a batch of usable records gets an empty response; the
-//! response is well-formed (`{"batchItemFailures": [{"itemIdentifier": ...}]}`).
+//! number); TTL expiries are ignored; every usable hour of the other records is pending
+//! afterwards; a batch of usable records gets an empty response; the response is well-formed
+//! (`{"batchItemFailures": [{"itemIdentifier": ...}]}`).
 
 use std::time::Duration;
 
 use aws_lambda_events::event::dynamodb::Event;
-use cube_consolidator::{BatchError, consolidate};
+use cube_consolidator::{BatchError, mark_batch};
 use serde_json::{Value, json};
 use streamcube_embedded::EmbeddedBackend;
 use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
@@ -28,11 +29,6 @@ use streamcube_pipeline::{Pipeline, PipelineConfig};
 mod harness;
 
 use harness::Rng;
-
-/// Whether to generate records that make the consolidation wait for silver's index.
-fn slow() -> bool {
-    std::env::var_os("FUZZ_SLOW").is_some_and(|v| v == "1")
-}
 
 fn fixture() -> Value {
     let path = format!(
@@ -125,10 +121,7 @@ fn generate(rng: &mut Rng, fixture: &Value) -> Value {
                     true
                 }
             };
-            // An event that silver does not hold at the hour a record names makes the
-            // consolidation wait for silver's index (about 6 s per hour, by design): drop the
-            // key then, unless asked for the slow cases (`FUZZ_SLOW=1`).
-            if changed && !(slow() && rng.one_in(8)) {
+            if changed && rng.one_in(8) {
                 d.as_object_mut().map(|m| m.remove("Keys"));
             }
         }
@@ -246,7 +239,7 @@ fn check(s: &Setup, payload: &Value) -> Result<(), String> {
     let p = s.p.clone();
     let task = s.rt.spawn(async move {
         tokio::time::timeout(Duration::from_secs(120), async {
-            consolidate(&p, &event).await
+            mark_batch(&p, &event).await
         })
         .await
     });
@@ -279,6 +272,24 @@ fn check(s: &Setup, payload: &Value) -> Result<(), String> {
                 serde_json::to_string(resp).unwrap_or_default()
             ),
             Err(e) => println!("  error {e}"),
+        }
+    }
+    if result.is_ok() {
+        // Every usable hour of the records that are not TTL expiries is pending now.
+        let marked: Vec<i64> = records
+            .iter()
+            .filter(|r| !is_ttl(r))
+            .filter_map(|r| hours(r).ok())
+            .flatten()
+            .collect();
+        let pending =
+            s.rt.block_on(s.p.stores.changes.pending())
+                .map_err(|e| format!("pending: {e}"))?;
+        if let Some(h) = marked
+            .iter()
+            .find(|h| !pending.iter().any(|(p, _)| p == *h))
+        {
+            return Err(format!("hour {h} of a usable record is not pending"));
         }
     }
     match result {

@@ -159,6 +159,36 @@ async fn get_chunk(
     }
 }
 
+/// Every item of a partition key whose sort key starts with `prefix` (all of them for an empty
+/// one), strongly consistent, page after page; with `keys_only`, only `pk` and `sk`.
+pub async fn query_partition(
+    client: &Client,
+    table: &str,
+    pk: &str,
+    prefix: &str,
+    keys_only: bool,
+) -> StoreResult<Vec<Item>> {
+    let mut q = client
+        .query()
+        .table_name(table)
+        .expression_attribute_values(":pk", s(pk));
+    // An empty prefix is not a valid `begins_with` operand: the whole partition then.
+    q = if prefix.is_empty() {
+        q.key_condition_expression("pk = :pk")
+    } else {
+        q.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":p", s(prefix))
+    };
+    q.set_projection_expression(keys_only.then(|| "pk, sk".to_owned()))
+        .consistent_read(true)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(store_err)
+}
+
 pub fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }

@@ -11,6 +11,7 @@
 //! Clients are built once per process ([`AwsBackend::connect`]) from the default credential chain;
 //! `AWS_ENDPOINT_URL` points every client at a local emulator.
 
+pub mod changes;
 pub mod dynamo;
 pub mod glue;
 pub mod gold;
@@ -193,6 +194,10 @@ impl AwsBackend {
                     streamcube_pipeline::export::GOLD_PREFIX
                 ),
             ))),
+            changes: Arc::new(changes::DynamoChanges::new(
+                self.dynamo.clone(),
+                &n.cube_table,
+            )),
         })
     }
 }

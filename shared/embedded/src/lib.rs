@@ -108,6 +108,7 @@ impl EmbeddedBackend {
             lake: self.lake.clone(),
             // No table catalog locally: the exports are plain files.
             partitions: None,
+            changes: self.store.clone(),
         }
     }
 

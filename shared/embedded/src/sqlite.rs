@@ -1140,6 +1140,16 @@ impl ChangeFeed for SqliteStore {
         })
         .await
     }
+
+    async fn mark(&self, hours: &[i64]) -> StoreResult<()> {
+        let hours = hours.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(sql_err)?;
+            mark_changed(&tx, &hours)?;
+            tx.commit().map_err(sql_err)
+        })
+        .await
+    }
 }
 
 /// Appends the rows of `hour` that the viewer index lacks to it. Every pass indexes all of the

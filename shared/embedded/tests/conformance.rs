@@ -57,6 +57,12 @@ async fn change_feed_marks_and_acks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_feed_reported_changes() {
+    let (_dir, backend) = open();
+    conformance::change_feed_reported_changes(&*backend.change_feed()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_feed_stale_ack_after_clear() {
     let (_dir, backend) = open();
     conformance::change_feed_stale_ack_after_clear(
@@ -91,6 +97,7 @@ async fn all_concurrently_on_a_shared_store_twice() {
             conformance::ledger_store(&*stores.ledger),
             conformance::change_feed_marks_and_acks(&*feed, &*stores.silver),
             conformance::change_feed_viewer_events_across_acks(&*feed, &*stores.silver),
+            conformance::change_feed_reported_changes(&*feed),
         );
     }
 }

@@ -1737,7 +1737,7 @@ pub async fn ledger_store(store: &dyn LedgerStore) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// ChangeFeed (embedded backend)
+// ChangeFeed
 // ---------------------------------------------------------------------------------------------
 
 /// The pending counters of `hours` (others' hours are ignored).
@@ -1762,6 +1762,65 @@ pub async fn change_feed(feed: &dyn ChangeFeed, silver: &dyn SilverStore) {
     change_feed_marks_and_acks(feed, silver).await;
     change_feed_stale_ack_after_clear(feed, silver).await;
     change_feed_viewer_events_across_acks(feed, silver).await;
+    change_feed_reported_changes(feed).await;
+}
+
+/// Changes reported from outside the silver write ([`ChangeFeed::mark`], as a table stream's
+/// records are on AWS), on a feed that trusts its hour reads at once: marked hours are pending,
+/// marking again is harmless, an acknowledgement with a token from before the latest change
+/// clears nothing, and one with the current token clears that hour only. The one check a feed
+/// fed by a stream can pass (the others write silver and expect the feed to follow).
+pub async fn change_feed_reported_changes(feed: &dyn ChangeFeed) {
+    let h1 = random_hour();
+    let h2 = h1 + 1;
+    let hours = [h1, h2];
+    assert_eq!(
+        pending_of(feed, &hours).await,
+        BTreeMap::new(),
+        "hours never marked must not be pending"
+    );
+    ok(feed.mark(&hours).await, "ChangeFeed::mark");
+    ok(feed.mark(&[h2]).await, "ChangeFeed::mark again");
+    let p = pending_of(feed, &hours).await;
+    assert_eq!(
+        p.keys().copied().collect::<Vec<_>>(),
+        hours,
+        "ChangeFeed::pending must list the marked hours"
+    );
+    ack(feed, h1, p[&h1]).await;
+    assert_eq!(
+        pending_of(feed, &hours).await,
+        BTreeMap::from([(h2, p[&h2])]),
+        "ChangeFeed::ack with the current token clears that hour only"
+    );
+    ok(
+        feed.mark(&[h2]).await,
+        "ChangeFeed::mark between pending and ack",
+    );
+    ack(feed, h2, p[&h2]).await;
+    let again = pending_of(feed, &hours).await;
+    assert_eq!(
+        again.keys().copied().collect::<Vec<_>>(),
+        [h2],
+        "an hour marked after it was listed must stay pending after the stale ack"
+    );
+    ack(feed, h2, again[&h2]).await;
+    ack(feed, h2, again[&h2]).await;
+    assert_eq!(
+        pending_of(feed, &hours).await,
+        BTreeMap::new(),
+        "acknowledged hours must not be pending (a repeated ack is harmless)"
+    );
+    ok(feed.mark(&[h1]).await, "ChangeFeed::mark after the ack");
+    assert_eq!(
+        pending_of(feed, &hours)
+            .await
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        [h1],
+        "an hour marked after its acknowledgement must be pending again"
+    );
 }
 
 /// A store may index viewers when an hour is acknowledged rather than per insert (the embedded

@@ -158,6 +158,29 @@ impl Pipeline {
         self.consolidate_changes(hours, &Expected::new()).await
     }
 
+    /// Consolidates every hour the change feed holds as pending, then acknowledges the hours of
+    /// the days that published (a failed day's hours stay pending for the next run). An hour
+    /// that changes while it is consolidated stays pending too: the acknowledgement names the
+    /// change it saw.
+    pub async fn consolidate_pending(&self) -> Result<Vec<DayOutcome>, PipelineError> {
+        let feed = &self.stores.changes;
+        let pending: BTreeMap<i64, u64> = feed.pending().await?.into_iter().collect();
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hours: Vec<i64> = pending.keys().copied().collect();
+        let outcomes = self.consolidate_hours(&hours).await?;
+        for o in outcomes.iter().filter(|o| o.result.is_ok()) {
+            for h in &o.hours {
+                let hour = first_hour(o.day) + i64::from(*h);
+                if let Some(seen) = pending.get(&hour) {
+                    feed.ack(hour, *seen).await?;
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
     /// [`Self::consolidate_hours`] for changes a feed reported: each hour is read until it shows
     /// the `expected` changes (or, after a few seconds, with a warning: a later change of the
     /// same event then triggers its own consolidation).

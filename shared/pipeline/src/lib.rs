@@ -26,7 +26,7 @@ use object_store::ObjectStore;
 
 pub use config::PipelineConfig;
 pub use error::PipelineError;
-use ports::{CatalogStore, GoldStore, LedgerStore, PartitionCatalog, SilverStore};
+use ports::{CatalogStore, ChangeFeed, GoldStore, LedgerStore, PartitionCatalog, SilverStore};
 
 /// The adapters of one backend.
 #[derive(Clone)]
@@ -41,6 +41,8 @@ pub struct Stores {
     pub lake: Arc<dyn ObjectStore>,
     /// The table catalog that query engines read the exports through, where there is one.
     pub partitions: Option<Arc<dyn PartitionCatalog>>,
+    /// Which hours changed since they were consolidated.
+    pub changes: Arc<dyn ChangeFeed>,
 }
 
 /// The services over one backend and configuration. Cheap to clone.

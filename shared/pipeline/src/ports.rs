@@ -233,13 +233,23 @@ pub trait PartitionCatalog: Send + Sync {
     async fn register_day(&self, day: NaiveDate) -> StoreResult<()>;
 }
 
-/// Silver's change feed on the embedded backend: which hour partitions changed since they were
-/// last consolidated. (On AWS the DynamoDB stream plays this part.)
+/// Silver's change feed: which hour partitions changed since they were last consolidated.
+///
+/// The embedded store records a change in the same transaction as the silver write. On AWS the
+/// silver table's stream reports them ([`ChangeFeed::mark`], from cube-consolidator) and a
+/// scheduled run consolidates what is pending, so that a day is published once per run rather
+/// than once per stream batch.
 #[async_trait]
 pub trait ChangeFeed: Send + Sync {
-    /// The changed hours with a change counter each.
+    /// The changed hours, each with a token for [`ChangeFeed::ack`].
     async fn pending(&self) -> StoreResult<Vec<(i64, u64)>>;
 
-    /// Clears an hour if its counter is still `seen` (no change arrived meanwhile).
+    /// Clears an hour if no change arrived since [`ChangeFeed::pending`] handed out `seen`. A
+    /// feed whose hour reads may lag its changes hands out a token that clears nothing for an
+    /// hour changed too recently to be read whole: the hour is consolidated, and again next run.
     async fn ack(&self, hour: i64, seen: u64) -> StoreResult<()>;
+
+    /// Records that these hours changed (a change reported from outside the silver write, such
+    /// as a table stream's records). Repeating it is harmless: it only makes them pending.
+    async fn mark(&self, hours: &[i64]) -> StoreResult<()>;
 }

@@ -295,6 +295,8 @@ pub fn wrap(stores: &Stores, partitions: Arc<dyn PartitionCatalog>, hook: &Hook)
             hook: hook.clone(),
         }),
         partitions: Some(Arc::new(FaultyPartitions(partitions, hook.clone()))),
+        // The scenarios read and acknowledge the feed themselves, outside the faults.
+        changes: stores.changes.clone(),
     }
 }
 
