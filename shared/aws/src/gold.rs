@@ -3,12 +3,16 @@
 //!   a conditional write on its `version` (the atomic publish);
 //! - a registry of the generations written (`pk = day#<day>`, `sk = gen#<level>#<generation>`),
 //!   written before their cells, so unpublished leftovers are always found and swept;
-//! - the cells, as encoded blocks of at most [`BLOCK_BYTES`] (`pk = cells#<day>#<level>#<generation>`,
-//!   `sk = <cuboid>/<part>#<chunk>`, the part being the country's code + 1 in cuboids that keep
-//!   the country, 000 elsewhere): one partition key per level and generation, so a day's hours
-//!   write to 25 partitions in parallel; a query reads one cuboid with one `Query`, or, filtered
-//!   by country, only its countries' parts. Blocks written before the split (`sk =
-//!   <cuboid>#<chunk>`, every country in one) are still read, and filtered cell by cell.
+//! - the cells, as encoded blocks of at most [`BLOCK_BYTES`]
+//!   (`pk = cells#<day>#<level>#<generation>#<shard>`, `sk = <cuboid>/<part>#<chunk>`, the part
+//!   being the country's code + 1 in cuboids that keep the country, 000 elsewhere). The blocks of
+//!   a level and generation go round-robin to [`CELL_SHARDS`] partition keys: DynamoDB takes at
+//!   most 1,000 write units a second per partition, and a day's level of a few hundred MB under
+//!   one key took minutes to write and as long to delete. A query reads one cuboid, or, filtered
+//!   by country, only its countries' parts, with one `Query` per shard, and puts the blocks back
+//!   in key order. Blocks written before the shards (one key per level and generation, `pk =
+//!   cells#<day>#<level>#<generation>`) and before the split by country (`sk =
+//!   <cuboid>#<chunk>`, every country in one) are still read, the latter filtered cell by cell.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -21,10 +25,15 @@ use streamcube_pipeline::ports::{
     CellSelect, DayManifest, GoldStore, Level, StoreError, StoreResult,
 };
 
-use crate::dynamo::{Item, batch_write, get_s, is_condition_failed, n, s, store_err};
+use crate::dynamo::{
+    Item, batch_write, get_s, is_condition_failed, n, query_partition, s, store_err,
+};
 
 /// Largest encoded block per item (DynamoDB items are limited to 400 KB).
 pub const BLOCK_BYTES: usize = 300_000;
+
+/// Partition keys the cell blocks of one level and generation are spread over.
+pub const CELL_SHARDS: usize = 8;
 
 #[derive(Clone, Debug)]
 pub struct DynamoGold {
@@ -55,8 +64,22 @@ fn day_pk(day: NaiveDate) -> String {
     format!("day#{day}")
 }
 
+/// The partition key of a level and generation's blocks before they were spread over shards.
 fn cells_pk(day: NaiveDate, level: Level, generation: u64) -> String {
     format!("cells#{day}#{}#{generation}", level_code(level))
+}
+
+fn shard_pk(base: &str, shard: usize) -> String {
+    format!("{base}#{shard}")
+}
+
+/// Every partition key a level and generation's blocks may be under: the shards, and the one
+/// key of blocks written before them.
+fn cell_pks(day: NaiveDate, level: Level, generation: u64) -> Vec<String> {
+    let base = cells_pk(day, level, generation);
+    let mut pks: Vec<String> = (0..CELL_SHARDS).map(|i| shard_pk(&base, i)).collect();
+    pks.push(base);
+    pks
 }
 
 fn gen_sk(level: Level, generation: u64) -> String {
@@ -117,19 +140,31 @@ impl DynamoGold {
         prefixes: Vec<String>,
         keep: impl Fn(&DimsRef<'_>) -> bool,
     ) -> StoreResult<Vec<(Dims, Cell)>> {
-        let pk = cells_pk(day, level, generation);
-        let reads = prefixes.iter().map(|p| self.query(&pk, p, false));
+        let pks = cell_pks(day, level, generation);
+        let reads = prefixes
+            .iter()
+            .flat_map(|p| pks.iter().map(move |pk| self.query(pk, p, false)));
+        let mut items: Vec<Item> = futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        // Key order, as one partition key would give them: the same cells in the same order
+        // however the blocks were spread.
+        let sk = |item: &Item| match item.get("sk") {
+            Some(AttributeValue::S(sk)) => sk.clone(),
+            _ => String::new(),
+        };
+        items.sort_by_cached_key(sk);
         let mut out = Vec::new();
-        for items in futures::future::try_join_all(reads).await? {
-            for item in &items {
-                let Some(AttributeValue::B(block)) = item.get("cells") else {
-                    return Err(StoreError::Corrupt("a cell block without cells".into()));
-                };
-                out.extend(
-                    decode_cells_where(block.as_ref(), &keep)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                );
-            }
+        for item in &items {
+            let Some(AttributeValue::B(block)) = item.get("cells") else {
+                return Err(StoreError::Corrupt("a cell block without cells".into()));
+            };
+            out.extend(
+                decode_cells_where(block.as_ref(), &keep)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
         }
         Ok(out)
     }
@@ -143,32 +178,16 @@ impl DynamoGold {
 
     /// Items of a partition key whose sort key starts with `prefix`, strongly consistent.
     async fn query(&self, pk: &str, prefix: &str, keys_only: bool) -> StoreResult<Vec<Item>> {
-        let mut q = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .expression_attribute_values(":pk", s(pk));
-        // An empty prefix is not a valid `begins_with` operand: the whole partition then.
-        q = if prefix.is_empty() {
-            q.key_condition_expression("pk = :pk")
-        } else {
-            q.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":p", s(prefix))
-        };
-        q.set_projection_expression(keys_only.then(|| "pk, sk".to_owned()))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(store_err)
+        query_partition(&self.client, &self.table, pk, prefix, keys_only).await
     }
 
-    async fn delete_partition(&self, pk: &str) -> StoreResult<()> {
-        let keys = self.query(pk, "", true).await?;
-        let requests = keys
+    /// Deletes every item under these partition keys.
+    async fn delete_partitions(&self, pks: &[String]) -> StoreResult<()> {
+        let found = futures::future::try_join_all(pks.iter().map(|pk| self.query(pk, "", true)));
+        let requests = found
+            .await?
             .into_iter()
+            .flatten()
             .map(delete)
             .collect::<StoreResult<Vec<_>>>()?;
         batch_write(&self.client, &self.table, requests).await
@@ -213,14 +232,15 @@ impl GoldStore for DynamoGold {
             .send()
             .await
             .map_err(store_err)?;
-        let pk = cells_pk(day, level, generation);
+        let pks = cell_pks(day, level, generation);
         // A repeat replaces: drop what an earlier attempt left under this generation.
-        self.delete_partition(&pk).await?;
+        self.delete_partitions(&pks).await?;
+        // Round-robin over the shards, so that every batch of writes spans them all.
         let mut requests = Vec::new();
         for ((cuboid, part), cells) in by_part(cells) {
             for (chunk, block) in blocks(&cells).into_iter().enumerate() {
                 let sk = format!("{}{chunk:05}", part_prefix(cuboid, part));
-                let mut item = key(pk.clone(), sk);
+                let mut item = key(pks[requests.len() % CELL_SHARDS].clone(), sk);
                 item.insert("cells".into(), AttributeValue::B(Blob::new(block)));
                 requests.push(put(item)?);
             }
@@ -322,7 +342,7 @@ impl GoldStore for DynamoGold {
     }
 
     async fn delete_cells(&self, day: NaiveDate, level: Level, generation: u64) -> StoreResult<()> {
-        self.delete_partition(&cells_pk(day, level, generation))
+        self.delete_partitions(&cell_pks(day, level, generation))
             .await?;
         self.client
             .delete_item()

@@ -308,14 +308,17 @@ async fn pipeline_on_aws_equals_embedded() {
 }
 
 /// Cell blocks written before they were split by country (`sk = <cuboid>#<chunk>`, every
-/// country in one item) are still read: whole, and by a query filtered by country, next to
-/// split blocks of the same cuboid.
+/// country in one item) and before they were spread over shards (one partition key per level
+/// and generation) are still read: whole, and by a query filtered by country, next to split
+/// blocks of the same cuboid; and deleted with their generation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsplit_cell_blocks_stay_readable() {
     use aws_sdk_dynamodb::primitives::Blob;
     use aws_sdk_dynamodb::types::AttributeValue;
+    use streamcube_aws::gold::CELL_SHARDS;
     use streamcube_model::codec::encode_cells;
     use streamcube_model::event::Country;
+    use streamcube_pipeline::ports::Level;
 
     let aws = backend("unsplit").await;
     let day = chrono::NaiveDate::from_ymd_opt(2026, 10, 5).expect("day");
@@ -332,23 +335,37 @@ async fn unsplit_cell_blocks_stay_readable() {
         .send()
         .await
         .expect("an item in the old layout");
-    conformance::gold_reads_unsplit_block(&*stores(&aws).gold, day, 7).await;
+    let gold = stores(&aws).gold;
+    conformance::gold_reads_unsplit_block(&*gold, day, 7).await;
 
-    // Generation 8, written now: one item per country.
-    let items = aws
-        .dynamo
-        .query()
-        .table_name(&aws.names.cube_table)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", AttributeValue::S(format!("cells#{day}#d#8")))
-        .send()
-        .await
-        .expect("query");
-    let mut keys: Vec<String> = items
-        .items()
-        .iter()
-        .filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).cloned())
-        .collect();
+    let sort_keys = |pk: String| {
+        let aws = &aws;
+        async move {
+            let items = aws
+                .dynamo
+                .query()
+                .table_name(&aws.names.cube_table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(pk))
+                .send()
+                .await
+                .expect("query");
+            items
+                .items()
+                .iter()
+                .filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).cloned())
+                .collect::<Vec<String>>()
+        }
+    };
+    // Generation 8, written now: one item per country, round-robin over the shards.
+    let mut keys = Vec::new();
+    let mut shards_used = 0;
+    for shard in 0..CELL_SHARDS {
+        let found = sort_keys(format!("cells#{day}#d#8#{shard}")).await;
+        shards_used += usize::from(!found.is_empty());
+        keys.extend(found);
+    }
+    assert!(sort_keys(format!("cells#{day}#d#8")).await.is_empty());
     keys.sort();
     let part = |c: &str| Country::parse(c).expect("country").code() + 1;
     let mut want_keys = vec![
@@ -357,4 +374,88 @@ async fn unsplit_cell_blocks_stay_readable() {
     ];
     want_keys.sort();
     assert_eq!(keys, want_keys);
+    assert_eq!(shards_used, 2, "two blocks, two shards");
+
+    gold.delete_cells(day, Level::Day, 7)
+        .await
+        .expect("deleted");
+    assert!(sort_keys(format!("cells#{day}#d#7")).await.is_empty());
+}
+
+/// A level of many blocks is spread evenly over the shards and reads back whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cell_blocks_are_spread_over_the_shards() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use streamcube_aws::gold::CELL_SHARDS;
+    use streamcube_model::cube::{Cell, Dims};
+    use streamcube_model::event::Country;
+    use streamcube_pipeline::ports::Level;
+
+    let aws = backend("spread").await;
+    let gold = stores(&aws).gold;
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 10, 6).expect("day");
+    // Countries times titles in the country x title cuboid: one part (and block) per country.
+    let countries: Vec<&str> = vec![
+        "BR", "FR", "US", "DE", "PT", "AR", "MX", "CO", "CL", "ES", "IT", "JP", "KR", "IN", "CA",
+        "GB", "NL", "PE", "UY", "PY",
+    ];
+    let mut cells: Vec<(Dims, Cell)> = Vec::new();
+    for c in &countries {
+        for t in 0..50 {
+            let dims = Dims {
+                country: Some(Country::parse(c).expect("country")),
+                content_id: Some(format!("c{t:06}").into()),
+                ..Dims::default()
+            };
+            let mut cell = Cell::default();
+            cell.measures.plays = 1 + t;
+            cells.push((dims, cell));
+        }
+    }
+    gold.put_cells(day, Level::Day, 11, &cells)
+        .await
+        .expect("written");
+    let mut per_shard = Vec::new();
+    for shard in 0..CELL_SHARDS {
+        let found = aws
+            .dynamo
+            .query()
+            .table_name(&aws.names.cube_table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(
+                ":pk",
+                AttributeValue::S(format!("cells#{day}#d#11#{shard}")),
+            )
+            .send()
+            .await
+            .expect("query");
+        per_shard.push(found.count());
+    }
+    let (min, max) = (
+        per_shard.iter().min().copied().unwrap_or(0),
+        per_shard.iter().max().copied().unwrap_or(0),
+    );
+    assert_eq!(
+        per_shard.iter().sum::<i32>(),
+        countries.len() as i32,
+        "{per_shard:?}"
+    );
+    assert!(min >= 2 && max - min <= 1, "evenly spread: {per_shard:?}");
+
+    let mut back = gold.cells(day, Level::Day, 11, None).await.expect("read");
+    let again = gold.cells(day, Level::Day, 11, None).await.expect("read");
+    assert_eq!(back, again, "the same order every time");
+    back.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+    let mut want = cells.clone();
+    want.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+    assert_eq!(back, want);
+    gold.delete_cells(day, Level::Day, 11)
+        .await
+        .expect("deleted");
+    assert!(
+        gold.cells(day, Level::Day, 11, None)
+            .await
+            .expect("read")
+            .is_empty()
+    );
 }
