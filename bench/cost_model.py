@@ -6,9 +6,9 @@
     python3 bench/cost_model.py --help          # every assumption is an option
 
 Prints Markdown: the monthly bill by component for each volume; the consolidation as deployed
-(cube-consolidator on the silver stream) next to other ways of doing it (the same code on an
-hourly schedule, an AWS Glue job hourly or daily); the per-event and per-run units the figures
-come from; the assumptions. Standard library only; nothing is measured or called here.
+(the silver stream marks the changed hours, cube-consolidator publishes them on its schedule)
+next to other ways of doing it (the same every hour, an AWS Glue job hourly or daily); the
+per-event and per-run units the figures come from; the assumptions. Standard library only; nothing is measured or called here.
 
 Where the numbers come from (each constant below says which):
   - prices: AWS public list prices for us-east-1 (PRICES_AS_OF);
@@ -75,11 +75,12 @@ MEMORY_MB = {  # MemorySize of each function (Globals: 512)
     "cube-consolidator": 1024,
     "cube-query": 1024,
 }
-CONSOLIDATOR_TIMEOUT_S = 300  # CubeConsolidatorFunction Timeout
+CONSOLIDATOR_TIMEOUT_S = 900  # CubeConsolidatorFunction Timeout (the Lambda limit)
 LAMBDA_MAX_TIMEOUT_S = 900  # the Lambda limit (bronze-processor's Timeout)
 STREAM_BATCH_SIZE = 1000  # SilverStream BatchSize
 STREAM_WINDOW_S = 30  # SilverStream MaximumBatchingWindowInSeconds (ParallelizationFactor 1)
-CONSOLIDATOR_RESERVED = 2  # ConsolidatorReservedConcurrency default
+SCHEDULE_MINUTES = 15  # ConsolidationSchedule default: rate(15 minutes)
+CHANGE_SETTLE_S = 60  # shared/aws/src/changes.rs DEFAULT_SETTLE: a fresher hour is run again
 KAFKA_BATCH_SIZE = 500  # Msk BatchSize
 KAFKA_WINDOW_S = 5  # Msk MaximumBatchingWindowInSeconds
 RETENTION_DAYS = 395  # RetentionDays: silver TTL on expires_at
@@ -119,6 +120,8 @@ DDB_READ_UNIT = 4096  # bytes per read unit: strongly consistent 1, eventually c
 DDB_WRITE_UNIT = 1024  # bytes per write unit; a delete is billed on the deleted item's size
 DDB_PAGE_BYTES = 1 << 20  # a Query or Scan page reads at most 1 MB
 DDB_PARTITION_WCU_S = 1000  # most write units a second one partition takes (on demand too)
+CELL_SHARDS = 8  # shared/aws/src/gold.rs: a level's blocks go round-robin to 8 partition keys
+CELL_PKS = CELL_SHARDS + 1  # ... and readers also look under the one key of older blocks
 # consolidate.rs, one run of one day: manifest GetItem (consistent); the catalog Scan
 # (consistent, each invocation: consolidate_changes loads it); per touched hour 16 by_hour queries
 # (eventually consistent) and put_cells (registry PutItem, a keys-only Query of the new
@@ -224,6 +227,7 @@ HOUR_WEIGHTS = [
 LAMBDA_MB_PER_VCPU = 1769  # Lambda gives a full vCPU at 1,769 MB, proportionally less below
 INVOKE_OVERHEAD_S = 0.005  # per invocation outside the work modelled (assumption)
 TTL_ONLY_RUN_S = 0.02  # a consolidator batch holding only TTL expiries (assumption)
+MARK_RUN_S = 0.03  # a stream batch: an UpdateItem per touched hour, concurrently (assumption)
 DAYS_PER_MONTH = 30.4
 
 
@@ -255,8 +259,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a("--gold-days", type=int, default=None,
       help="days of gold kept (gold has no TTL; default: --retention-days)")
     a("--architecture", choices=sorted(LAMBDA_GB_S), default="arm64")
-    a("--reserved", type=int, default=CONSOLIDATOR_RESERVED,
-      help="cube-consolidator reserved concurrency (0: none, one run per stream shard)")
+    a("--schedule-minutes", type=int, default=SCHEDULE_MINUTES,
+      help="minutes between scheduled consolidations (ConsolidationSchedule; divides 60)")
     a("--stream-shards", type=int, default=None,
       help="silver stream shards (default: silver partitions at steady state, "
            "max(4, stored GB / 10))")
@@ -290,6 +294,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
       help="S3 requests of one Glue run (assumption)")
     a("--no-free-tier", action="store_true", help="ignore the always-free monthly allowances")
     args = p.parse_args(argv)
+    if args.schedule_minutes <= 0 or 60 % args.schedule_minutes:
+        p.error("--schedule-minutes must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)")
     args.volumes = [float(v) for v in args.volumes.split(",") if v.strip()]
     mix = [float(x) for x in args.mix.split(",")]
     if len(mix) != 3 or sum(mix) <= 0 or min(mix) < 0:
@@ -363,24 +369,27 @@ def single(a: argparse.Namespace, wru: float = 0, rru: float = 0, calls: int = 1
 
 def gold_write(nbytes: float, a: argparse.Namespace) -> Units:
     """BatchWriteItem of one level's blocks, puts or deletes (a delete is billed on the size of
-    the block it removes). They share one partition key, so at most 1,000 WRU a second."""
+    the block it removes). They are spread over CELL_SHARDS partition keys, each taking at most
+    1,000 WRU a second."""
     if nbytes <= 0:
         return Units()
     items = max(GOLD_PARTS, math.ceil(nbytes / BLOCK_BYTES) + GOLD_PARTS / 2)
     wru = nbytes / DDB_WRITE_UNIT + items * 0.5  # each item rounds up to a whole KB
     calls = math.ceil(items / DDB_WRITE_BATCH)
     seconds = max(math.ceil(calls / DDB_CONCURRENCY) * a.ddb_batch_ms / 1000,
-                  wru / DDB_PARTITION_WCU_S)
+                  wru / (DDB_PARTITION_WCU_S * CELL_SHARDS))
     return Units(wru=wru, seconds=seconds)
 
 
 def gold_read(nbytes: float, a: argparse.Namespace) -> Units:
-    """A consistent Query of one level's blocks, its pages one after the other. A keys-only
-    projection costs the same: read units count whole items."""
+    """A consistent Query of one level's blocks under each of its partition keys, at once; each
+    key's pages one after the other. A keys-only projection costs the same: read units count
+    whole items, and every Query at least one."""
     if nbytes <= 0:
-        return single(a, rru=1)
-    pages = math.ceil(nbytes / DDB_PAGE_BYTES)
-    return Units(rru=nbytes / DDB_READ_UNIT + 0.5, seconds=pages * a.ddb_page_ms / 1000)
+        return single(a, rru=CELL_PKS)
+    pages = math.ceil(nbytes / DDB_PAGE_BYTES / CELL_SHARDS)
+    return Units(rru=nbytes / DDB_READ_UNIT + CELL_SHARDS * 0.5 + 1,
+                 seconds=pages * a.ddb_page_ms / 1000)
 
 
 def silver_hour_read(events: float, item_bytes: float, a: argparse.Namespace) -> Units:
@@ -427,7 +436,8 @@ def consolidation_run(
     for events, previous in touched:
         read_events += events
         u += silver_hour_read(events, item_bytes, a)
-        u += single(a, wru=1, rru=1, calls=2)  # registry PutItem, Query of the new generation
+        # registry PutItem, the Queries of the new generation's keys (a repeat replaces)
+        u += single(a, wru=1, rru=CELL_PKS, calls=2)
         blocks = gold_bytes(events, a)
         gold_out += blocks
         u += gold_write(blocks, a)
@@ -440,7 +450,7 @@ def consolidation_run(
         u += gold_read(blocks, a)
     day_blocks = gold_bytes(day_events, a)
     gold_out += day_blocks
-    u += single(a, wru=1, rru=1, calls=2) + gold_write(day_blocks, a)
+    u += single(a, wru=1, rru=CELL_PKS, calls=2) + gold_write(day_blocks, a)
     u += single(a, wru=1)  # the conditional manifest PutItem
     day_cells = level_cells(day_events)
     hour_cells = sum(level_cells(e) for e in untouched) + sum(level_cells(e) for e, _ in touched)
@@ -529,16 +539,16 @@ def ingest_paths(E: float, a: argparse.Namespace) -> dict[str, Path]:
 # =================================================================================================
 @dataclass
 class Deployed:
-    """cube-consolidator on the silver stream at one volume (figures per day)."""
+    """cube-consolidator at one volume and schedule (figures per day)."""
     shards: int
-    asked: float  # consolidating runs the stream's batches ask for
+    batches: float  # stream batches with changes, each marking its hours (an invocation each)
     ttl_only: float  # invocations holding only TTL expiries
-    run_s: float  # mean seconds per run
+    mark_wru: float  # the marks' write units
+    run_s: float  # mean seconds per scheduled run
     longest_s: float
-    possible: float  # runs the concurrency allows
-    runs: float  # runs that happen (and are billed)
+    runs: float  # scheduled runs
     status: str
-    per_run: Units
+    per_run: Units  # mean units of a scheduled run
     gold_per_run: float
     read_per_run: float
 
@@ -551,9 +561,10 @@ def stream_shards(E: float, a: argparse.Namespace, item_bytes: float) -> int:
     return max(4, math.ceil(stored / 10e9))
 
 
-def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float) -> Deployed:
-    """Every shard's batch (30 s window or 1,000 records) recomputes the hours it touched and
-    publishes their day again."""
+def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
+             minutes: int) -> Deployed:
+    """Every shard's stream batch (30 s window or 1,000 records) marks the hours it touched; every
+    `minutes` a scheduled run recomputes the marked hours and publishes their day once."""
     w = profile()
     live = E * (a.mix["api"] + a.mix["kafka"])  # arrives as it happens
     windows = 86400 / STREAM_WINDOW_S
@@ -563,67 +574,61 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float) ->
     p_any = 1 - (1 - p_live) * (1 - p_file)
     # At steady state the stream carries a TTL expiry per insert, which fills batches too.
     records = 2 * E * (1 - a.duplicate_rate)
-    runs_full = records / STREAM_BATCH_SIZE
-    asked = shards * windows * p_any
-    if records / shards / windows >= STREAM_BATCH_SIZE:
-        asked = max(asked, runs_full)
+    batches = max(shards * windows * p_any, records / STREAM_BATCH_SIZE if E else 0.0)
     ttl_only = shards * windows * (1 - p_any) * (1 - math.exp(-E / shards / windows))
+    hours_per_batch = 1 + (p_file / p_any) * a.file_span_hours if p_any else 0.0
+    mark_wru = batches * hours_per_batch  # an UpdateItem of a small item: 1 WRU
 
-    share_file = p_file / p_any if files else 0.0
+    n = 60 // minutes  # runs per hour
     total, secs = Units(), []
     gold_out = read = 0.0
-    first_cut = None
+    first_cut = first_late = None
     for h in range(24):
         live_h = live * w[h]
-        day_events = sum(w[:h]) * E + live_h / 2  # finished hours + half the live one
-        # the live hour, half arrived; its previous generation was published moments before
-        touched = [(live_h / 2, live_h / 2 * 0.98)] if live else []
-        variants = [(touched, [E * w[k] for k in range(h)], 1 - share_file)]
-        if files and h > 0:  # the batch also holds a file of the finished hours before
-            span = range(max(0, h - a.file_span_hours), h)
-            done = [(E * w[k], E * w[k] * (1 - a.mix["file"])) for k in span]
-            variants.append((touched + done, [E * w[k] for k in range(span.start)], share_file))
-        for hours, untouched, share in variants:
-            if share <= 0:
+        for k in range(1, n + 1):
+            # The live hour as arrived by the run (its previous generation from the run
+            # before), and in the hour's first run the hours before it: the last hour again
+            # (its last minute was too fresh to clear) and those a file just brought.
+            touched = [(live_h * k / n, live_h * (k - 1) / n)] if live else []
+            first = h
+            if k == 1 and h > 0:
+                span = a.file_span_hours if files else 0
+                first = max(0, h - max(1, span))
+                for j in range(first, h):
+                    in_file = j >= h - span
+                    prev = E * w[j] * (1 - a.mix["file"]) if in_file else E * w[j]
+                    if j == h - 1 or in_file:
+                        touched.append((E * w[j], prev))
+            if not touched:
                 continue
-            run = consolidation_run(hours, day_events, untouched, item_bytes, a)
-            s, units = run.lambda_seconds(), run.units
-            if s > CONSOLIDATOR_TIMEOUT_S:  # killed at the timeout, having spent this much
+            day_events = sum(w[:h]) * E + live_h * k / n
+            untouched = [E * w[j] for j in range(first)]
+            run = consolidation_run(touched, day_events, untouched, item_bytes, a)
+            s_, units = run.lambda_seconds(), run.units
+            if s_ > CONSOLIDATOR_TIMEOUT_S:  # killed at the timeout, having spent this much
                 first_cut = h if first_cut is None else first_cut
-                units = units.scaled(CONSOLIDATOR_TIMEOUT_S / s)
-                s = CONSOLIDATOR_TIMEOUT_S
-            k = share / 24
-            total += units.scaled(k)
-            secs.append((s, k))
-            gold_out += k * (gold_bytes(day_events, a) + sum(gold_bytes(e, a) for e, _ in hours))
-            read += k * sum(e for e, _ in hours)
-    run_s = sum(s * k for s, k in secs)
-    possible = (a.reserved or shards) * 86400 / run_s  # unreserved: one run per shard at a time
-    runs = min(asked, possible)
+                units = units.scaled(CONSOLIDATOR_TIMEOUT_S / s_)
+                s_ = CONSOLIDATOR_TIMEOUT_S
+            elif s_ > minutes * 60:
+                first_late = h if first_late is None else first_late
+            total += units
+            secs.append(s_)
+            gold_out += gold_bytes(day_events, a) + sum(gold_bytes(e, a) for e, _ in touched)
+            read += sum(e for e, _ in touched)
+    runs = len(secs)
+    run_s = sum(secs) / runs if runs else 0.0
+    longest = max(secs, default=0.0)
     if first_cut is not None:
         status = (f"fails: runs from {first_cut:02d}:00 UTC hit the {CONSOLIDATOR_TIMEOUT_S} s "
                   "timeout")
-    elif asked <= possible:
-        status = "keeps up"
-    elif runs_full <= possible:
-        status = f"saturated: {num(possible)} runs/day possible, {num(asked)} asked; lag grows"
+    elif first_late is not None:
+        status = (f"lags: runs from {first_late:02d}:00 UTC outlast the {minutes}-minute "
+                  f"interval (longest {longest:,.0f} s)")
     else:
-        status = (f"falls behind: full batches need {num(runs_full)} runs/day, "
-                  f"{num(possible)} possible")
-    return Deployed(shards, asked, ttl_only, run_s, max(s for s, _ in secs), possible, runs,
-                    status, total, gold_out, read)
-
-
-def lambda_hourly(E: float, a: argparse.Namespace, item_bytes: float) -> tuple[Units, list[float]]:
-    """The same code run once per finished hour (a schedule; not in the template)."""
-    w = profile()
-    total, secs = Units(), []
-    for h in range(24):
-        run = consolidation_run([(E * w[h], 0.0)], sum(w[: h + 1]) * E,
-                                [E * w[k] for k in range(h)], item_bytes, a)
-        total += run.units
-        secs.append(run.lambda_seconds())
-    return total, secs
+        status = f"keeps up: longest run {longest:,.0f} s of the {minutes * 60:,} s interval"
+    k = 1 / runs if runs else 0.0
+    return Deployed(shards, batches, ttl_only, mark_wru, run_s, longest, runs, status,
+                    total.scaled(k), gold_out * k, read * k)
 
 
 def gold_load(E: float, a: argparse.Namespace, hourly: bool) -> Units:
@@ -676,21 +681,27 @@ def model(E: float, a: argparse.Namespace) -> dict:
     w = profile()
     paths = ingest_paths(E, a)
     shards = stream_shards(E, a, item_bytes)
-    cons = deployed(E, a, shards, item_bytes)
+    cons = deployed(E, a, shards, item_bytes, a.schedule_minutes)
     cons_mem = MEMORY_MB["cube-consolidator"] / 1024
 
     # Lambda
     gb_s = sum(p.gb_s for p in paths.values())
     invocations = sum(p.invocations for p in paths.values())
-    cons_gb_s = (cons.runs * cons.run_s + cons.ttl_only * TTL_ONLY_RUN_S) * cons_mem
-    cons_inv = cons.runs + cons.ttl_only
-    # cube-query (query.rs): per day read, the manifest twice (consistent GetItem) and one
-    # consistent Query of the cuboid's day-level blocks; the days one after the other.
+    def cons_lambda(c: Deployed) -> tuple[float, float]:
+        """GB-s and invocations a day."""
+        return ((c.runs * c.run_s + c.batches * MARK_RUN_S + c.ttl_only * TTL_ONLY_RUN_S)
+                * cons_mem, c.runs + c.batches + c.ttl_only)
+    cons_gb_s, cons_inv = cons_lambda(cons)
+    # cube-query (query.rs): per day read, the manifest twice (consistent GetItem) and a
+    # consistent Query of the cuboid's day-level blocks under each of the level's keys, at once
+    # (the top 10 asks for two key prefixes: the country's part, and blocks older than the
+    # split by country); the days one after the other.
     q_rru, q_s = [], []
-    for _, days, share in QUERY_MIX:
+    for name, days, share in QUERY_MIX:
         block = gold_bytes(E, a) * share
-        pages = max(1, math.ceil(block / DDB_PAGE_BYTES))
-        q_rru.append(days * (2 + block / DDB_READ_UNIT + 0.5))
+        prefixes = 2 if name.startswith("top10") else 1
+        pages = max(1, math.ceil(block / DDB_PAGE_BYTES / CELL_SHARDS))
+        q_rru.append(days * (2 + block / DDB_READ_UNIT + prefixes * (CELL_SHARDS * 0.5 + 1)))
         q_s.append(QUERY_LOCAL_MS / 1000
                    + days * (2 * a.ddb_single_ms + pages * a.ddb_page_ms) / 1000)
     query_rru, query_s = sum(q_rru) / len(q_rru), sum(q_s) / len(q_s)
@@ -700,7 +711,8 @@ def model(E: float, a: argparse.Namespace) -> dict:
     # DynamoDB
     wru_ingest = sum(p.wru for p in paths.values())
     rru_ingest = sum(p.rru for p in paths.values())
-    wru_cons, rru_cons = cons.runs * cons.per_run.wru, cons.runs * cons.per_run.rru
+    wru_cons = cons.runs * cons.per_run.wru + cons.mark_wru
+    rru_cons = cons.runs * cons.per_run.rru
     rru_query = a.queries_per_day * query_rru
     kept = E * (1 - a.duplicate_rate) * a.retention_days
     silver_gb = kept * (item_bytes + DDB_ITEM_OVERHEAD) / 1e9
@@ -731,7 +743,7 @@ def model(E: float, a: argparse.Namespace) -> dict:
     api_requests = paths["api"].api_requests + a.queries_per_day
     log_bytes = a.log_line_bytes * (
         sum(p.invocations for p in paths.values())  # one INFO line per batch or file
-        + 3 * cons.runs + cons.ttl_only  # "day consolidated", "day published", TTL notice
+        + 3 * cons.runs + cons.batches + cons.ttl_only  # per day, per mark, TTL notice
         + api_requests)  # API access log
     reservoir = a.xray_reservoir_per_s * 86400
     traces = min(invocations, reservoir) + a.xray_rate * max(0.0, invocations - reservoir)
@@ -760,25 +772,18 @@ def model(E: float, a: argparse.Namespace) -> dict:
     bill.add("fixed: KMS key, secret, alarms", KMS_KEY_MONTH + SECRET_MONTH + alarms * ALARM_MONTH)
 
     # The ways of consolidating, a month each, at list prices (no free tier).
-    ways: dict[str, dict] = {}
-    ways["deployed"] = dict(
-        lambda_=(cons_gb_s * gb_s_price + cons_inv * LAMBDA_PER_REQUEST) * m,
-        dynamodb=(wru_cons * DDB_PER_WRU + rru_cons * DDB_PER_RRU) * m,
-        s3_glue=cons.runs * (cons.per_run.s3_put * S3_PER_PUT
-                             + cons.per_run.glue_calls * GLUE_CATALOG_PER_REQUEST) * m
-        + noncurrent_gb * S3_GB_MONTH,
-        note=cons.status)
-    units, secs = lambda_hourly(E, a, item_bytes)
-    worst = max(secs)
-    ways["lambda_hourly"] = dict(
-        lambda_=(sum(min(s, LAMBDA_MAX_TIMEOUT_S) for s in secs) * cons_mem * gb_s_price
-                 + 24 * LAMBDA_PER_REQUEST) * m,
-        dynamodb=(units.wru * DDB_PER_WRU + units.rru * DDB_PER_RRU) * m,
-        s3_glue=(units.s3_put * S3_PER_PUT + units.glue_calls * GLUE_CATALOG_PER_REQUEST) * m
-        + units.export_bytes * LAKE_NONCURRENT_DAYS / 1e9 * S3_GB_MONTH,
-        note=("fits the 300 s timeout" if worst <= CONSOLIDATOR_TIMEOUT_S else
-              "needs a 900 s timeout" if worst <= LAMBDA_MAX_TIMEOUT_S else
-              "over Lambda's 900 s limit") + f" (longest run {worst:,.0f} s)")
+    def way(c: Deployed) -> dict:
+        gb_s, inv = cons_lambda(c)
+        return dict(
+            lambda_=(gb_s * gb_s_price + inv * LAMBDA_PER_REQUEST) * m,
+            dynamodb=((c.runs * c.per_run.wru + c.mark_wru) * DDB_PER_WRU
+                      + c.runs * c.per_run.rru * DDB_PER_RRU) * m,
+            s3_glue=c.runs * (c.per_run.s3_put * S3_PER_PUT
+                              + c.per_run.glue_calls * GLUE_CATALOG_PER_REQUEST) * m
+            + c.runs * c.per_run.export_bytes * LAKE_NONCURRENT_DAYS / 1e9 * S3_GB_MONTH,
+            note=c.status)
+    ways: dict[str, dict] = {"deployed": way(cons)}
+    ways["lambda_hourly"] = way(deployed(E, a, shards, item_bytes, 60))
     for key, hourly in (("glue_hourly", True), ("glue_daily", False)):
         runs = glue_runs(E, a, hourly)
         load = gold_load(E, a, hourly)
@@ -796,11 +801,8 @@ def model(E: float, a: argparse.Namespace) -> dict:
             + ("; with the load, runs outlast the hour"
                if hourly and max(runs) + load.seconds / len(runs) > 3600 else ""))
 
-    asked_month = cons.asked * m * (
-        cons.per_run.wru * DDB_PER_WRU + cons.per_run.rru * DDB_PER_RRU
-        + cons.run_s * cons_mem * gb_s_price + LAMBDA_PER_REQUEST)
     figures = dict(
-        items=items, shards=shards, cons=cons, asked_month=asked_month,
+        items=items, shards=shards, cons=cons,
         silver_gb=silver_gb, by_hour_gb=by_hour_gb, by_viewer_gb=by_viewer_gb, gold_gb=gold_gb,
         gold_day=gold_day, s3_gb=s3_gb, noncurrent_gb=noncurrent_gb, log_gb=log_bytes / 1e9,
         query_rru=query_rru, query_s=query_s, query_s_max=max(q_s), paths=paths,
@@ -843,10 +845,10 @@ def ways_cost(way: dict, parts: list[str]) -> float:
 
 
 WAYS = [
-    ("deployed", "cube-consolidator on the silver stream (as deployed)",
+    ("deployed", "cube-consolidator: the stream marks, the schedule publishes (as deployed)",
      [("Lambda", "lambda_"), ("DynamoDB reads + writes", "dynamodb"),
       ("S3 exports and their noncurrent versions, Glue catalog", "s3_glue")]),
-    ("lambda_hourly", "the same code once per finished hour (a schedule)",
+    ("lambda_hourly", "the same with `ConsolidationSchedule: rate(60 minutes)`",
      [("Lambda", "lambda_"), ("DynamoDB reads + writes", "dynamodb"),
       ("S3 exports and their noncurrent versions, Glue catalog", "s3_glue")]),
     ("glue_hourly", "Glue job, hourly",
@@ -930,18 +932,16 @@ def main(argv: list[str]) -> int:
 
     rows = [
         fig("stream shards (silver partitions at steady state)", lambda g: f"{g['shards']:,}"),
-        fig("consolidating runs a day the stream asks for", lambda g: num(g["cons"].asked)),
-        fig("runs a day the reserved concurrency allows", lambda g: num(g["cons"].possible)),
-        fig("runs a day that happen (billed)", lambda g: num(g["cons"].runs)),
-        fig("USD a month if every run asked for ran (runs cut at the timeout)",
-            lambda g: usd(g["asked_month"])),
+        fig("stream batches a day marking hours (an invocation, an UpdateItem per hour)",
+            lambda g: num(g["cons"].batches)),
         fig("invocations a day with TTL expiries only", lambda g: num(g["cons"].ttl_only)),
-        fig("silver events read per run", lambda g: num(g["cons"].read_per_run)),
-        fig("gold bytes written per run (as many deleted)",
+        fig("scheduled consolidation runs a day", lambda g: num(g["cons"].runs)),
+        fig("silver events read per scheduled run", lambda g: num(g["cons"].read_per_run)),
+        fig("gold bytes written per scheduled run (as many deleted)",
             lambda g: num(g["cons"].gold_per_run) + "B"),
-        fig("WRU, RRU per run",
+        fig("WRU, RRU per scheduled run",
             lambda g: f"{num(g['cons'].per_run.wru)}, {num(g['cons'].per_run.rru)}"),
-        fig("seconds per run at 1024 MB: mean, longest",
+        fig("seconds per scheduled run at 1024 MB: mean, longest",
             lambda g: f"{g['cons'].run_s:,.1f}, {g['cons'].longest_s:,.0f}"),
         fig("gold bytes of a day (day + 24 hour levels)", lambda g: num(g["gold_day"]) + "B"),
         fig("WRU a day: ingest, consolidation",
@@ -988,14 +988,16 @@ def assumptions(a: argparse.Namespace) -> list[str]:
         f"max(4, stored GB / 10) unless --stream-shards.",
         "Resource use per event and per run as template.yaml and the code make them (see the "
         "units above and the comments of bench/cost_model.py).",
-        f"Consolidation runs are spread evenly over the day; events follow the generator's "
-        f"hour-of-day profile; a run finds the live hour half arrived; a bronze file holds the "
-        f"{a.file_span_hours} finished hour(s) before it, which its batch recomputes whole; "
+        f"Consolidation runs every {a.schedule_minutes} minutes; events follow the generator's "
+        f"hour-of-day profile; a run recomputes the live hour as arrived so far, and the first "
+        f"run of an hour also the hour before (its last changes were under the "
+        f"{CHANGE_SETTLE_S} s settle time) and the hours a bronze file brought (a file holds the "
+        f"{a.file_span_hours} finished hour(s) before it); "
         f"{a.index_rereads:g} extra hour reads per run while the by_hour index lags.",
         f"Lambda time = the waits of the calls as the code issues them (single-item call "
         f"{a.ddb_single_ms:g} ms; BatchWriteItem or BatchGetItem {a.ddb_batch_ms:g} ms, 8 in "
         f"flight; 1 MB Query page {a.ddb_page_ms:g} ms; one partition key takes at most "
-        f"{DDB_PARTITION_WCU_S} WRU/s; S3 {a.s3_request_ms:g} ms + {a.s3_mb_per_s:g} MB/s) + CPU "
+        f"{DDB_PARTITION_WCU_S} WRU/s, a gold level {CELL_SHARDS} keys; S3 {a.s3_request_ms:g} ms + {a.s3_mb_per_s:g} MB/s) + CPU "
         f"measured on the 2-core build machine (cube {CUBE_CPU_US_PER_EVENT:.1f} us/event; "
         f"consolidation {CONSOLIDATE_US_PER_EVENT:.1f} us/event of a 200,000-event day) / the "
         f"vCPU share of the memory (1 vCPU at {LAMBDA_MB_PER_VCPU} MB).",
