@@ -129,15 +129,6 @@ fn encode_exports(
 /// Unreferenced generations older than this are leftovers of crashed writers.
 const ORPHAN_AGE_SECS: u64 = 3600;
 
-/// What a change feed says silver now holds, per hour partition: event ids that must be read
-/// (`true`) or must be gone (`false`). Silver's hour index may lag its writes (DynamoDB's global
-/// secondary indexes are eventually consistent), so a consolidation triggered by a change reads
-/// the hour again until the change shows.
-pub type Expected = BTreeMap<i64, Vec<(String, bool)>>;
-
-/// Re-reads of an hour whose index does not show the expected changes yet (about 3 s in all).
-const INDEX_LAG_RETRIES: u32 = 6;
-
 /// A new generation id: the creation time in seconds in the high bits and 20 random bits, so ids
 /// never collide between writers, stay below 2^53 (exact in JSON and DynamoDB numbers) and tell
 /// their age.
@@ -152,12 +143,6 @@ fn generation_age_secs(generation: u64) -> u64 {
 }
 
 impl Pipeline {
-    /// Consolidates the given hour partitions. Days are independent: one failing day does not
-    /// stop the others, and its outcome says why.
-    pub async fn consolidate_hours(&self, hours: &[i64]) -> Result<Vec<DayOutcome>, PipelineError> {
-        self.consolidate_changes(hours, &Expected::new()).await
-    }
-
     /// Consolidates every hour the change feed holds as pending, then acknowledges the hours of
     /// the days that published (a failed day's hours stay pending for the next run). An hour
     /// that changes while it is consolidated stays pending too: the acknowledgement names the
@@ -181,15 +166,12 @@ impl Pipeline {
         Ok(outcomes)
     }
 
-    /// [`Self::consolidate_hours`] for changes a feed reported: each hour is read until it shows
-    /// the `expected` changes (or, after a few seconds, with a warning: a later change of the
-    /// same event then triggers its own consolidation).
+    /// Consolidates the given hour partitions. Days are independent: one failing day does not
+    /// stop the others, and its outcome says why. Silver's hour index may lag its writes on AWS:
+    /// the change feed keeps an hour changed moments ago pending for the next run (see
+    /// [`crate::ports::ChangeFeed::ack`]).
     #[tracing::instrument(skip_all, fields(hours = hours.len()))]
-    pub async fn consolidate_changes(
-        &self,
-        hours: &[i64],
-        expected: &Expected,
-    ) -> Result<Vec<DayOutcome>, PipelineError> {
+    pub async fn consolidate_hours(&self, hours: &[i64]) -> Result<Vec<DayOutcome>, PipelineError> {
         let catalog = Arc::new(self.stores.catalog.load().await?);
         // Days are independent: build them concurrently, a few at a time.
         let limit = std::thread::available_parallelism().map_or(2, usize::from);
@@ -197,15 +179,9 @@ impl Pipeline {
         let mut tasks = Vec::new();
         for (day, touched) in hours_by_day(hours.iter().copied()) {
             let (this, catalog, permits) = (self.clone(), catalog.clone(), permits.clone());
-            let expected: Expected = expected
-                .range(first_hour(day)..first_hour(day) + 24)
-                .map(|(h, e)| (*h, e.clone()))
-                .collect();
             tasks.push(tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                let result = this
-                    .consolidate_day(&catalog, day, &touched, &expected)
-                    .await;
+                let result = this.consolidate_day(&catalog, day, &touched).await;
                 (day, touched, result)
             }));
         }
@@ -235,7 +211,6 @@ impl Pipeline {
         catalog: &Arc<Catalog>,
         day: NaiveDate,
         touched: &BTreeSet<u8>,
-        expected: &Expected,
     ) -> Result<DaySummary, PipelineError> {
         let gold = &self.stores.gold;
         let mut attempt = 0;
@@ -262,7 +237,7 @@ impl Pipeline {
             // The touched hours' cubes, in hour order, each built on the blocking pool while
             // the one before it is written and merged below: two hours in flight at a time.
             let mut built = futures::stream::iter(touched.iter().copied())
-                .map(|h| self.hour_cells(catalog, day, h, expected))
+                .map(|h| self.hour_cells(catalog, day, h))
                 .buffered(2);
             for h in 0..24u8 {
                 if touched.contains(&h) {
@@ -377,10 +352,9 @@ impl Pipeline {
         catalog: &Arc<Catalog>,
         day: NaiveDate,
         h: u8,
-        expected: &Expected,
     ) -> Result<Option<Vec<(Dims, Cell)>>, PipelineError> {
         let hour = first_hour(day) + i64::from(h);
-        let events = self.read_hour(hour, expected.get(&hour)).await?;
+        let events = self.stores.silver.hour_events(hour).await?;
         if events.is_empty() {
             return Ok(None);
         }
@@ -389,46 +363,6 @@ impl Pipeline {
             .await
             .map(Some)
             .map_err(PipelineError::from)
-    }
-
-    /// An hour's events, read again (with backoff) while they do not show `expected` yet.
-    async fn read_hour(
-        &self,
-        hour: i64,
-        expected: Option<&Vec<(String, bool)>>,
-    ) -> Result<Vec<SilverEvent>, PipelineError> {
-        let mut attempt = 0;
-        loop {
-            let events = self.stores.silver.hour_events(hour).await?;
-            let Some(expected) = expected else {
-                return Ok(events);
-            };
-            let ids: std::collections::HashSet<&str> =
-                events.iter().map(|e| e.event_id.as_str()).collect();
-            let behind = expected
-                .iter()
-                .filter(|(id, present)| ids.contains(id.as_str()) != *present)
-                .count();
-            if behind == 0 {
-                return Ok(events);
-            }
-            attempt += 1;
-            if attempt > INDEX_LAG_RETRIES {
-                tracing::warn!(
-                    hour,
-                    behind,
-                    "silver's hour index still differs from the change feed; going on with it"
-                );
-                return Ok(events);
-            }
-            tracing::debug!(
-                hour,
-                behind,
-                attempt,
-                "silver's hour index lags; reading again"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
-        }
     }
 
     /// When another consolidation flipped the day after us and exported before we did, our
