@@ -425,10 +425,14 @@ def consolidation_run(
     untouched: list[float],
     item_bytes: float,
     a: argparse.Namespace,
+    build: bool = True,
+    replaces_day: bool = True,
 ) -> Run:
     """consolidate_day as the code runs it. touched: for each recomputed hour, the events silver
     holds for it and those of its previous generation (0: none); day_events: the day as published;
-    untouched: the events of each hour read back from gold."""
+    untouched: the events of each hour read back from gold. build: the day level is built
+    (DayLevel::Build; otherwise only the touched hours are written, untouched must be empty);
+    replaces_day: the manifest it replaces has a day level, whose blocks are deleted."""
     catalog = a.titles * CATALOG_ITEM_BYTES
     u = Units(rru=catalog / DDB_READ_UNIT,  # catalog.load(): a consistent Scan, every invocation
               seconds=max(1, math.ceil(catalog / DDB_PAGE_BYTES)) * a.ddb_page_ms / 1000)
@@ -449,17 +453,20 @@ def consolidation_run(
         blocks = gold_bytes(events, a)
         gold_in += blocks
         u += gold_read(blocks, a)
-    day_blocks = gold_bytes(day_events, a)
-    gold_out += day_blocks
-    u += single(a, wru=1, rru=CELL_PKS, calls=2) + gold_write(day_blocks, a)
+    if build:
+        day_blocks = gold_bytes(day_events, a)
+        gold_out += day_blocks
+        u += single(a, wru=1, rru=CELL_PKS, calls=2) + gold_write(day_blocks, a)
     u += single(a, wru=1)  # the conditional manifest PutItem
-    day_cells = level_cells(day_events)
-    hour_cells = sum(level_cells(e) for e in untouched) + sum(level_cells(e) for e, _ in touched)
-    u += s3_put(day_cells * CSV_BYTES_PER_DAY_CELL, a)
-    u += s3_put((day_cells + hour_cells) * PARQUET_BYTES_PER_CELL, a)
-    u += Units(glue_calls=1, seconds=a.glue_api_ms / 1000)  # GetPartition
-    u += single(a, rru=1)  # reexport_if_replaced: the manifest again
-    if day_events > read_events:  # the day's replaced generation
+    if build:
+        day_cells = level_cells(day_events)
+        hour_cells = (sum(level_cells(e) for e in untouched)
+                      + sum(level_cells(e) for e, _ in touched))
+        u += s3_put(day_cells * CSV_BYTES_PER_DAY_CELL, a)
+        u += s3_put((day_cells + hour_cells) * PARQUET_BYTES_PER_CELL, a)
+        u += Units(glue_calls=1, seconds=a.glue_api_ms / 1000)  # GetPartition
+        u += single(a, rru=1)  # reexport_if_replaced: the manifest again
+    if build and replaces_day and day_events > read_events:  # the day's replaced generation
         old = gold_bytes(day_events - read_events + sum(p for _, p in touched), a)
         u += gold_read(old, a) + gold_write(old, a) + single(a, wru=1)
     u += single(a, rru=1)  # sweep_orphans: the registry
@@ -562,10 +569,19 @@ def stream_shards(E: float, a: argparse.Namespace, item_bytes: float) -> int:
     return max(4, math.ceil(stored / 10e9))
 
 
+CLOSING = 24  # the closing run's place in the day: after its last hour
+# consolidate.rs CLOSE_RETRY_SECS: a failed closing attempt is tried again this much later,
+# and MAX_CLOSE_ATTEMPTS: attempts in all.
+CLOSE_RETRY_S = 6 * 3600
+MAX_CLOSE_ATTEMPTS = 3
+
+
 def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
              minutes: int) -> Deployed:
     """Every shard's stream batch (30 s window or 1,000 records) marks the hours it touched; every
-    `minutes` a scheduled run recomputes the marked hours and publishes their day once."""
+    `minutes` a scheduled run recomputes the marked hours and publishes their day once, without
+    its day level while the day is open (the current UTC day). The first run after midnight
+    recomputes the day's last hour and builds the day level and exports (the closing run)."""
     w = profile()
     live = E * (a.mix["api"] + a.mix["kafka"])  # arrives as it happens
     windows = 86400 / STREAM_WINDOW_S
@@ -581,6 +597,8 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
     mark_wru = batches * hours_per_batch  # an UpdateItem of a small item: 1 WRU
 
     n = 60 // minutes  # runs per hour
+    # (hour of the day or CLOSING, run, gold bytes written, events recomputed)
+    runs_at: list[tuple[int, Run, float, float]] = []
     total, secs = Units(), []
     gold_out = read = 0.0
     first_cut = first_late = None
@@ -603,30 +621,66 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
             if not touched:
                 continue
             day_events = sum(w[:h]) * E + live_h * k / n
-            untouched = [E * w[j] for j in range(first)]
-            run = consolidation_run(touched, day_events, untouched, item_bytes, a)
-            s_, units = run.lambda_seconds(), run.units
-            if s_ > CONSOLIDATOR_TIMEOUT_S:  # killed at the timeout, having spent this much
-                first_cut = h if first_cut is None else first_cut
-                units = units.scaled(CONSOLIDATOR_TIMEOUT_S / s_)
-                s_ = CONSOLIDATOR_TIMEOUT_S
-            elif s_ > minutes * 60:
-                first_late = h if first_late is None else first_late
-            total += units
-            secs.append(s_)
-            gold_out += gold_bytes(day_events, a) + sum(gold_bytes(e, a) for e, _ in touched)
-            read += sum(e for e, _ in touched)
+            run = consolidation_run(touched, day_events, [], item_bytes, a, build=False)
+            runs_at.append((h, run, sum(gold_bytes(e, a) for e, _ in touched),
+                            sum(e for e, _ in touched)))
+    # The closing run, in the next day's first minutes: the day's last hour once more (with
+    # the file that brings it, if any), the 23 others read back, the day level and exports.
+    closing_s = 0.0
+    if E:
+        last = E * w[23]
+        run = consolidation_run([(last, last)], E, [E * x for x in w[:23]], item_bytes, a,
+                                build=True, replaces_day=False)
+        closing_s = run.lambda_seconds()
+        runs_at.append((CLOSING, run, gold_bytes(E, a) + gold_bytes(last, a), last))
+    closing_cut = closing_s > CONSOLIDATOR_TIMEOUT_S
+    # Each day is tried MAX_CLOSE_ATTEMPTS times, CLOSE_RETRY_S apart: at steady state, that
+    # many attempts a day (the hours they start in, for the runs they share).
+    step = max(1, CLOSE_RETRY_S // 3600)
+    retry_hours = set(range(step, 24, step)[:MAX_CLOSE_ATTEMPTS - 1])
+    for h, run, written, recomputed in runs_at:
+        s_, units = run.lambda_seconds(), run.units
+        if closing_cut and h in retry_hours:
+            # The day keeps no day level, so a run tries to close it again once the last
+            # attempt is CLOSE_RETRY_S old, after its own work, until the timeout: that share
+            # of a closing run is spent for nothing. (The first attempt is the closing run.)
+            retry_hours.discard(h)
+            cut = runs_at[-1][1]
+            spare = max(0.0, CONSOLIDATOR_TIMEOUT_S - s_)
+            units = units + cut.units.scaled(spare / closing_s)
+            s_ += spare
+        if s_ > CONSOLIDATOR_TIMEOUT_S:  # killed at the timeout, having spent this much
+            first_cut = h if first_cut is None else first_cut
+            units = units.scaled(CONSOLIDATOR_TIMEOUT_S / s_)
+            s_ = CONSOLIDATOR_TIMEOUT_S
+        elif s_ > minutes * 60:
+            first_late = h if first_late is None else first_late
+        total += units
+        secs.append(s_)
+        gold_out += written
+        read += recomputed
     runs = len(secs)
     run_s = sum(secs) / runs if runs else 0.0
     longest = max(secs, default=0.0)
-    if first_cut is not None:
+    closing = f"; the closing run {closing_s:,.0f} s"
+    if closing_cut:
+        longest_live = max((r.lambda_seconds() for h, r, *_ in runs_at if h != CLOSING),
+                           default=0.0)
+        status = (f"fails: the closing run (day level and exports) takes {closing_s:,.0f} s, "
+                  f"over the {CONSOLIDATOR_TIMEOUT_S} s timeout, {MAX_CLOSE_ATTEMPTS} attempts "
+                  f"{CLOSE_RETRY_S // 3600} h apart, then left (the hours are published: longest "
+                  f"run {longest_live:,.0f} s)")
+    elif first_cut is not None:
         status = (f"fails: runs from {first_cut:02d}:00 UTC hit the {CONSOLIDATOR_TIMEOUT_S} s "
                   "timeout")
-    elif first_late is not None:
+    elif first_late is not None and first_late != CLOSING:
         status = (f"lags: runs from {first_late:02d}:00 UTC outlast the {minutes}-minute "
-                  f"interval (longest {longest:,.0f} s)")
+                  f"interval (longest {longest:,.0f} s){closing}")
     else:
-        status = f"keeps up: longest run {longest:,.0f} s of the {minutes * 60:,} s interval"
+        longest_live = max((r.lambda_seconds() for h, r, *_ in runs_at if h != CLOSING),
+                           default=0.0)
+        status = (f"keeps up: longest run {longest_live:,.0f} s of the {minutes * 60:,} s "
+                  f"interval{closing}")
     k = 1 / runs if runs else 0.0
     return Deployed(shards, batches, ttl_only, mark_wru, run_s, longest, runs, status,
                     total.scaled(k), gold_out * k, read * k)
@@ -697,14 +751,27 @@ def model(E: float, a: argparse.Namespace) -> dict:
     # consistent Query of the cuboid's day-level blocks under each of the level's keys, at once
     # (the top 10 asks for two key prefixes: the country's part, and blocks older than the
     # split by country); the days one after the other.
+    # Every query reaches the open day, which has no day level: its hours published so far
+    # are read instead, 8 at a time, each like a day level. Queries follow the traffic's
+    # profile over the day, so a query at hour h reads the hours up to h.
+    hour_bytes = [gold_bytes(E * x, a) for x in w]
     q_rru, q_s = [], []
     for name, days, share in QUERY_MIX:
         block = gold_bytes(E, a) * share
         prefixes = 2 if name.startswith("top10") else 1
+        per_key = prefixes * (CELL_SHARDS * 0.5 + 1)  # a consistent Query per key, min 0.5 RRU
         pages = max(1, math.ceil(block / DDB_PAGE_BYTES / CELL_SHARDS))
-        q_rru.append(days * (2 + block / DDB_READ_UNIT + prefixes * (CELL_SHARDS * 0.5 + 1)))
+        closed = days - 1
+        open_rru = open_s = 0.0
+        for h in range(24):
+            read = hour_bytes[:h + 1]
+            open_rru += w[h] * (2 + sum(b * share / DDB_READ_UNIT + per_key for b in read))
+            rounds = math.ceil(len(read) / 8)
+            page = max(1, math.ceil(max(read) * share / DDB_PAGE_BYTES / CELL_SHARDS))
+            open_s += w[h] * (2 * a.ddb_single_ms + rounds * page * a.ddb_page_ms) / 1000
+        q_rru.append(closed * (2 + block / DDB_READ_UNIT + per_key) + open_rru)
         q_s.append(QUERY_LOCAL_MS / 1000
-                   + days * (2 * a.ddb_single_ms + pages * a.ddb_page_ms) / 1000)
+                   + closed * (2 * a.ddb_single_ms + pages * a.ddb_page_ms) / 1000 + open_s)
     query_rru, query_s = sum(q_rru) / len(q_rru), sum(q_s) / len(q_s)
     gb_s += cons_gb_s + a.queries_per_day * query_s * MEMORY_MB["cube-query"] / 1024
     invocations += cons_inv + a.queries_per_day
@@ -936,7 +1003,7 @@ def main(argv: list[str]) -> int:
         fig("stream batches a day marking hours (an invocation, an UpdateItem per hour)",
             lambda g: num(g["cons"].batches)),
         fig("invocations a day with TTL expiries only", lambda g: num(g["cons"].ttl_only)),
-        fig("scheduled consolidation runs a day", lambda g: num(g["cons"].runs)),
+        fig("scheduled consolidation runs a day (the closing run counted apart)", lambda g: num(g["cons"].runs)),
         fig("silver events read per scheduled run", lambda g: num(g["cons"].read_per_run)),
         fig("gold bytes written per scheduled run (as many deleted)",
             lambda g: num(g["cons"].gold_per_run) + "B"),
@@ -994,7 +1061,9 @@ def assumptions(a: argparse.Namespace) -> list[str]:
         f"run of an hour also the hour before (its last changes were under the "
         f"{CHANGE_SETTLE_S} s settle time) and the hours a bronze file brought (a file holds the "
         f"{a.file_span_hours} finished hour(s) before it); "
-        f"{a.index_rereads:g} extra hour reads per run.",
+        f"{a.index_rereads:g} extra hour reads per run. These runs publish the open day's hours "
+        f"without its day level; the first run after midnight (the closing run) recomputes the "
+        f"last hour, reads the 23 others back, and writes the day level and the exports.",
         f"Lambda time = the waits of the calls as the code issues them (single-item call "
         f"{a.ddb_single_ms:g} ms; BatchWriteItem or BatchGetItem {a.ddb_batch_ms:g} ms, 8 in "
         f"flight; 1 MB Query page {a.ddb_page_ms:g} ms; one partition key takes at most "
@@ -1008,7 +1077,9 @@ def assumptions(a: argparse.Namespace) -> list[str]:
         f"Duplicates {a.duplicate_rate:.1%}, refused rows {a.reject_rate:.1%}. Queries: an even "
         f"mix of the dashboard queries of bench/query_latency.sh (30-day trend, 7-day top 10 "
         f"titles, 1-day breakdown), each reading its cuboid's measured share of the day-level "
-        f"blocks with consistent reads.",
+        f"blocks with consistent reads; every query also reaches the open day, and reads the "
+        f"same share of each of its hours published so far (queries follow the traffic's "
+        f"hour-of-day profile).",
         f"Glue job: {a.glue_dpus:g} DPU (a driver and an executor), "
         f"{a.glue_rows_per_s:,.0f} rows/s per executor, {a.glue_fixed_s:g} s fixed per run, "
         f"billed at least {GLUE_MIN_BILLED_S} s; silver reaches S3 by DynamoDB incremental export "

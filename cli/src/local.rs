@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use streamcube_model::query::{Query, first_hour};
 use streamcube_pipeline::Pipeline;
 use streamcube_pipeline::bronze::{ObjectOutcome, object_path};
-use streamcube_pipeline::consolidate::DayOutcome;
+use streamcube_pipeline::consolidate::{DayLevel, DayOutcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::output::{spinner, table, thousands};
@@ -165,7 +165,10 @@ pub fn print_consolidation(outcomes: &[DayOutcome]) -> bool {
                 o.day.to_string(),
                 o.hours.len().to_string(),
                 thousands(s.events),
-                thousands(s.day_cells),
+                match s.day_level {
+                    DayLevel::Build => thousands(s.day_cells),
+                    DayLevel::Defer => "open day: hours only".into(),
+                },
                 s.generation.to_string(),
             ],
             Err(e) => {

@@ -7,6 +7,8 @@
 //! - The schedule (an EventBridge `Scheduled Event`): [`Pipeline::consolidate_pending`]
 //!   recomputes every pending hour from silver, publishes each of their days once, and clears
 //!   the hours of the days that published. A failed day's hours stay pending for the next run.
+//!   The current UTC day is published without its day level (queries merge its hours); the
+//!   first run after it closes builds the day level and its exports.
 //!
 //! Recomputing is a pure function of silver, so a replayed batch or a repeated run changes
 //! nothing. Removals by the table's TTL (silver's retention) are ignored: gold outlives silver.
@@ -24,7 +26,7 @@ use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use streamcube_model::query::try_day_of_hour;
 use streamcube_pipeline::Pipeline;
-use streamcube_pipeline::consolidate::hours_by_day;
+use streamcube_pipeline::consolidate::{DayLevel, hours_by_day};
 use streamcube_pipeline::http::ErrorChain;
 
 /// Why a stream record cannot be used.
@@ -86,8 +88,11 @@ pub struct RunSummary {
 pub struct DayRun {
     pub day: chrono::NaiveDate,
     pub hours: Vec<u8>,
-    /// The events of the published day, or `None` when the day failed.
+    /// The events of the published day, or `None` when the day failed (with the day level
+    /// deferred, those of the recomputed hours).
     pub events: Option<u64>,
+    /// Whether the day level was built or deferred (the open day); `None` when the day failed.
+    pub day_level: Option<DayLevel>,
 }
 
 /// The hour partitions (hours since the Unix epoch) a record touched: the `hour` of its new
@@ -260,6 +265,7 @@ pub async fn consolidate_pending(pipeline: &Pipeline) -> Result<RunSummary, Invo
                 hours = ?o.hours,
                 generation = summary.generation,
                 events = summary.events,
+                day_level = ?summary.day_level,
                 "day consolidated"
             ),
             Err(error) => {
@@ -270,6 +276,7 @@ pub async fn consolidate_pending(pipeline: &Pipeline) -> Result<RunSummary, Invo
             day: o.day,
             hours: o.hours.clone(),
             events: o.result.as_ref().ok().map(|s| s.events),
+            day_level: o.result.as_ref().ok().map(|s| s.day_level),
         });
     }
     let failed = days.iter().filter(|d| d.events.is_none()).count();

@@ -8,11 +8,10 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use cube_consolidator::{InvocationError, RunSummary};
 use streamcube_embedded::EmbeddedBackend;
-use streamcube_model::cube::{Cell, Cuboid, Dims};
+use streamcube_model::cube::{Cell, Dims};
 use streamcube_model::pseudonym::{PseudonymKey, Pseudonymizer};
-use streamcube_pipeline::ports::{
-    ChangeFeed, DayManifest, GoldStore, Level, StoreError, StoreResult,
-};
+use streamcube_pipeline::ports::{ChangeFeed, Level, StoreError, StoreResult};
+use streamcube_pipeline::refusing::{GoldWrite, RefusingGold};
 use streamcube_pipeline::{Pipeline, PipelineConfig};
 
 fn fixture() -> serde_json::Value {
@@ -42,63 +41,18 @@ fn day(d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, d).expect("day")
 }
 
-/// Gold that fails to publish the given days, as a throttled table would.
-struct FailingDays {
-    inner: Arc<dyn GoldStore>,
-    days: BTreeSet<NaiveDate>,
-}
-
-#[async_trait::async_trait]
-impl GoldStore for FailingDays {
-    async fn manifest(&self, day: NaiveDate) -> StoreResult<Option<DayManifest>> {
-        self.inner.manifest(day).await
-    }
-    async fn put_cells(
-        &self,
-        day: NaiveDate,
-        level: Level,
-        generation: u64,
-        cells: &[(Dims, Cell)],
-    ) -> StoreResult<()> {
-        self.inner.put_cells(day, level, generation, cells).await
-    }
-    async fn publish(&self, manifest: &DayManifest, expected_version: u64) -> StoreResult<()> {
-        if manifest.day.is_some_and(|d| self.days.contains(&d)) {
-            return Err(StoreError::Throttled);
-        }
-        self.inner.publish(manifest, expected_version).await
-    }
-    async fn cells(
-        &self,
-        day: NaiveDate,
-        level: Level,
-        generation: u64,
-        cuboid: Option<Cuboid>,
-    ) -> StoreResult<Vec<(Dims, Cell)>> {
-        self.inner.cells(day, level, generation, cuboid).await
-    }
-    async fn stale_generations(
-        &self,
-        day: NaiveDate,
-        keep: &[(Level, u64)],
-    ) -> StoreResult<Vec<(Level, u64)>> {
-        self.inner.stale_generations(day, keep).await
-    }
-    async fn delete_cells(&self, day: NaiveDate, level: Level, generation: u64) -> StoreResult<()> {
-        self.inner.delete_cells(day, level, generation).await
-    }
-}
-
 /// Silver holding what the fixture's stream describes: the two events of the ingest fixture
 /// (2026-11-22 21h and 2026-11-23 00h UTC), and one on 2026-11-21 that was stored and removed.
 async fn backend(dir: &std::path::Path, failing: &[NaiveDate]) -> Pipeline {
     let key = PseudonymKey::from_bytes("t", vec![9; 32]).expect("key");
     let backend = EmbeddedBackend::open(dir).expect("open");
     let mut stores = backend.stores();
-    stores.gold = Arc::new(FailingDays {
-        inner: stores.gold.clone(),
-        days: failing.iter().copied().collect(),
-    });
+    // Publishing the failing days fails, as on a throttled table.
+    let failing: BTreeSet<NaiveDate> = failing.iter().copied().collect();
+    stores.gold = Arc::new(RefusingGold::new(
+        stores.gold.clone(),
+        move |w| matches!(w, GoldWrite::Publish(m) if m.day.is_some_and(|d| failing.contains(&d))),
+    ));
     let p = Pipeline::new(stores, PipelineConfig::new(Pseudonymizer::new(&key)));
     let event = |id: &str, at: &str, viewer: &str, device: &str| {
         serde_json::json!({

@@ -459,3 +459,105 @@ async fn cell_blocks_are_spread_over_the_shards() {
             .is_empty()
     );
 }
+
+/// The open day on DynamoDB: the scheduled run publishes today's hours without the day level,
+/// queries merge the hours, and the answers equal those of the day level built afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_day_is_answered_from_its_hours() {
+    use chrono::{Duration as Span, TimeZone, Utc};
+    use streamcube_pipeline::consolidate::DayLevel;
+
+    // Away from midnight UTC, so that today stays the day the run calls open.
+    let now = Utc::now();
+    let left = (now.date_naive() + Span::days(1))
+        .and_hms_opt(0, 0, 0)
+        .map(|m| Utc.from_utc_datetime(&m) - now)
+        .and_then(|d| d.to_std().ok())
+        .unwrap_or_default();
+    if left < Duration::from_secs(120) {
+        tokio::time::sleep(left + Duration::from_secs(1)).await;
+    }
+    let aws = backend("the_open_day_is_answered").await;
+    let mut s = stores(&aws);
+    let feed = Arc::new(DynamoChanges::settling(
+        aws.dynamo.clone(),
+        &aws.names.cube_table,
+        Duration::ZERO,
+    ));
+    s.changes = feed.clone();
+    let p = pipeline(s);
+    let today = Utc::now().date_naive();
+    let midnight = Utc.from_utc_datetime(&today.and_hms_opt(0, 0, 0).expect("midnight"));
+    let start = (Utc::now() - Span::minutes(75)).max(midnight);
+    let (devices, countries) = (["tv", "mobile", "web"], ["BR", "PT"]);
+    let events: Vec<serde_json::Value> = (0..60)
+        .map(|i| {
+            let at = start + Span::minutes(i);
+            serde_json::json!({
+                "event_id": format!("open-{i}"),
+                "occurred_at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "viewer_id": format!("v{}", i % 9),
+                "content_id": format!("c{}", i % 4),
+                "device": devices[(i % 3) as usize],
+                "country": countries[(i % 2) as usize],
+                "watch_seconds": 20 + i,
+                "bitrate_kbps": 3000 + i,
+                "completed": i % 5 == 0,
+            })
+        })
+        .collect();
+    let r = p.ingest_json(&events).await.expect("ingest");
+    assert_eq!(r.accepted, 60, "{r:?}");
+    // The silver stream would mark these; here they are marked directly.
+    let hours: Vec<i64> = (0..60)
+        .map(|i| (start + Span::minutes(i)).timestamp().div_euclid(3600))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    feed.mark(&hours).await.expect("mark");
+
+    let run = p.consolidate_pending().await.expect("run");
+    let [open] = &run[..] else {
+        panic!("one day: {run:?}");
+    };
+    let summary = open.result.clone().expect("published");
+    assert_eq!((summary.day_level, summary.events), (DayLevel::Defer, 60));
+    let manifest = p.stores.gold.manifest(today).await.expect("m").expect("m");
+    assert_eq!(manifest.day_generation, 0);
+    assert_eq!(manifest.hours.len(), hours.len());
+    assert_eq!(feed.pending().await.expect("pending"), []);
+    let lake_csv = Path::from(export::csv_path(today));
+    assert!(
+        p.stores.lake.head(&lake_csv).await.is_err(),
+        "no export yet"
+    );
+    let cfg = GenConfig {
+        start: today,
+        days: 1,
+        ..GenConfig::default()
+    };
+    let from_hours = answers(&p, &cfg).await;
+    assert!(
+        from_hours[0]
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("60,")),
+        "{from_hours:?}"
+    );
+
+    for o in p.consolidate_hours(&hours).await.expect("built") {
+        assert_eq!(o.result.expect("built").day_level, DayLevel::Build);
+    }
+    assert_ne!(
+        p.stores
+            .gold
+            .manifest(today)
+            .await
+            .expect("m")
+            .expect("m")
+            .day_generation,
+        0
+    );
+    assert!(p.stores.lake.head(&lake_csv).await.is_ok(), "exported");
+    assert_eq!(answers(&p, &cfg).await, from_hours);
+}

@@ -785,6 +785,8 @@ fn manifest(day: NaiveDate, version: u64, tag: u64) -> DayManifest {
         events: 1_000 * version + tag,
         cuboids: "country,device;genre;content_id".into(),
         published_at: format!("2200-01-01T00:00:{:02}Z", tag % 60),
+        close_started_at: (tag % 2 == 1).then(|| format!("2200-01-02T00:00:{:02}Z", tag % 60)),
+        close_attempts: u32::try_from(tag % 3).unwrap_or(0),
     }
 }
 

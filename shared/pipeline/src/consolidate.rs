@@ -7,6 +7,13 @@
 //! write; readers follow the manifest, so they see the old generation or the new one, never a mix.
 //! A writer that loses the flip to a concurrent one starts over from the new manifest, which
 //! makes two racing consolidations end in one generation that includes every event.
+//!
+//! The day level costs the whole day's cells at every publish, however little changed: the
+//! untouched hours read back, the day's cells written, its exports encoded. The scheduled runs
+//! ([`Pipeline::consolidate_pending`]) therefore leave it out while the day is still open (the
+//! current UTC day): they publish the recomputed hours only, readers merge the day's hours, and
+//! the first run after the day has closed builds its day level and exports once
+//! ([`DayLevel`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,6 +35,31 @@ use crate::{Pipeline, PipelineError};
 /// How often a day is retried after losing the manifest flip to a concurrent writer.
 const MAX_CONFLICT_RETRIES: u32 = 8;
 
+/// How many days back a scheduled run looks for closed days still without their day level
+/// (published while open, and not touched since): a week of missed runs is caught up.
+pub const CLOSE_LOOKBACK_DAYS: u64 = 7;
+
+/// How long after an attempt to close a day another may start: an attempt that died (a day
+/// too large for the function's time limit) is not retried by every run.
+pub const CLOSE_RETRY_SECS: i64 = 6 * 3600;
+
+/// Attempts to close a day before the scheduled runs leave it to an explicit
+/// `streamcube consolidate --from DAY --to DAY` (its queries still merge its hours).
+pub const MAX_CLOSE_ATTEMPTS: u32 = 3;
+
+/// Whether a consolidation publishes the day level: the merge of the day's hours, which the
+/// day's queries read and the day's exports hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DayLevel {
+    /// Merge every hour into the day level, publish it and write the day's exports.
+    Build,
+    /// Publish the recomputed hours only, without reading the others back: the manifest names
+    /// no day level ([`DayManifest::day_generation`] 0), readers merge the hours, and the
+    /// exports wait for a later [`DayLevel::Build`].
+    Defer,
+}
+
 /// The outcome for one day.
 #[derive(Clone, Debug, Serialize)]
 pub struct DayOutcome {
@@ -45,9 +77,13 @@ pub struct DayOutcome {
 pub struct DaySummary {
     pub generation: u64,
     pub version: u64,
+    /// Events in what was published: the whole day with its day level, the recomputed hours
+    /// when the day level was deferred.
     pub events: u64,
+    /// Cells of the day level (0 when deferred).
     pub day_cells: u64,
     pub hour_cells: u64,
+    pub day_level: DayLevel,
 }
 
 /// Groups hour partitions (hours since the epoch) by day.
@@ -147,41 +183,131 @@ impl Pipeline {
     /// the days that published (a failed day's hours stay pending for the next run). An hour
     /// that changes while it is consolidated stays pending too: the acknowledgement names the
     /// change it saw.
+    ///
+    /// The open day (the current UTC day, or later) is published without its day level
+    /// ([`DayLevel::Defer`]); a closed day gets it, and so does a closed day of the last
+    /// [`CLOSE_LOOKBACK_DAYS`] whose manifest still has none, with no hour recomputed, after
+    /// the pending hours are acknowledged.
     pub async fn consolidate_pending(&self) -> Result<Vec<DayOutcome>, PipelineError> {
         let feed = &self.stores.changes;
         let pending: BTreeMap<i64, u64> = feed.pending().await?.into_iter().collect();
-        if pending.is_empty() {
-            return Ok(Vec::new());
-        }
-        let hours: Vec<i64> = pending.keys().copied().collect();
-        let outcomes = self.consolidate_hours(&hours).await?;
-        for o in outcomes.iter().filter(|o| o.result.is_ok()) {
-            for h in &o.hours {
-                let hour = first_hour(o.day) + i64::from(*h);
-                if let Some(seen) = pending.get(&hour) {
-                    feed.ack(hour, *seen).await?;
+        let today = chrono::Utc::now().date_naive();
+        let plan: BTreeMap<NaiveDate, (BTreeSet<u8>, DayLevel)> =
+            hours_by_day(pending.keys().copied())
+                .into_iter()
+                .map(|(day, touched)| {
+                    let level = if day >= today {
+                        DayLevel::Defer
+                    } else {
+                        DayLevel::Build
+                    };
+                    (day, (touched, level))
+                })
+                .collect();
+        let mut outcomes = Vec::new();
+        let planned: BTreeSet<NaiveDate> = plan.keys().copied().collect();
+        if !plan.is_empty() {
+            outcomes = self.consolidate_plan(plan).await?;
+            for o in outcomes.iter().filter(|o| o.result.is_ok()) {
+                for h in &o.hours {
+                    let hour = first_hour(o.day) + i64::from(*h);
+                    if let Some(seen) = pending.get(&hour) {
+                        feed.ack(hour, *seen).await?;
+                    }
                 }
             }
+        }
+        // Closing a day reads all of it back: after the pending hours are published and
+        // acknowledged, so that a close that fails or runs out of time holds nothing up.
+        let mut closing = BTreeMap::new();
+        for back in 1..=CLOSE_LOOKBACK_DAYS {
+            let Some(day) = today.checked_sub_days(chrono::Days::new(back)) else {
+                break;
+            };
+            if planned.contains(&day) {
+                continue;
+            }
+            let manifest = self.stores.gold.manifest(day).await?;
+            if let Some(m) = manifest.filter(|m| m.day_generation == 0)
+                && self.start_closing(m).await?
+            {
+                closing.insert(day, (BTreeSet::new(), DayLevel::Build));
+            }
+        }
+        if !closing.is_empty() {
+            outcomes.extend(self.consolidate_plan(closing).await?);
         }
         Ok(outcomes)
     }
 
-    /// Consolidates the given hour partitions. Days are independent: one failing day does not
-    /// stop the others, and its outcome says why. Silver's hour index may lag its writes on AWS:
-    /// the change feed keeps an hour changed moments ago pending for the next run (see
-    /// [`crate::ports::ChangeFeed::ack`]).
+    /// Whether to close this day, published without its day level, now: not when an attempt
+    /// started less than [`CLOSE_RETRY_SECS`] ago, which may still be running or may have died
+    /// (a day too large for the run's time limit), nor after [`MAX_CLOSE_ATTEMPTS`]. Otherwise
+    /// the attempt is recorded in the manifest first; a manifest that moved meanwhile means
+    /// another writer is on the day.
+    async fn start_closing(&self, manifest: DayManifest) -> Result<bool, PipelineError> {
+        if manifest.close_attempts >= MAX_CLOSE_ATTEMPTS {
+            tracing::warn!(
+                day = ?manifest.day,
+                attempts = manifest.close_attempts,
+                "the day could not be closed by the scheduled runs; \
+                 `streamcube consolidate --from DAY --to DAY` builds its day level"
+            );
+            return Ok(false);
+        }
+        let now = chrono::Utc::now();
+        let started = manifest
+            .close_started_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        if let Some(t) = started {
+            let age = now.signed_duration_since(t).num_seconds();
+            if (0..CLOSE_RETRY_SECS).contains(&age) {
+                tracing::info!(day = ?manifest.day, age, "closing started recently; not again yet");
+                return Ok(false);
+            }
+        }
+        let marked = DayManifest {
+            version: manifest.version + 1,
+            close_started_at: Some(now.to_rfc3339()),
+            close_attempts: manifest.close_attempts + 1,
+            ..manifest.clone()
+        };
+        match self.stores.gold.publish(&marked, manifest.version).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Consolidates the given hour partitions, each day with its day level. Days are
+    /// independent: one failing day does not stop the others, and its outcome says why.
+    /// Silver's hour index may lag its writes on AWS: the change feed keeps an hour changed
+    /// moments ago pending for the next run (see [`crate::ports::ChangeFeed::ack`]).
     #[tracing::instrument(skip_all, fields(hours = hours.len()))]
     pub async fn consolidate_hours(&self, hours: &[i64]) -> Result<Vec<DayOutcome>, PipelineError> {
+        let plan = hours_by_day(hours.iter().copied())
+            .into_iter()
+            .map(|(day, touched)| (day, (touched, DayLevel::Build)))
+            .collect();
+        self.consolidate_plan(plan).await
+    }
+
+    /// Recomputes the planned hours of each day, a few days at a time.
+    async fn consolidate_plan(
+        &self,
+        plan: BTreeMap<NaiveDate, (BTreeSet<u8>, DayLevel)>,
+    ) -> Result<Vec<DayOutcome>, PipelineError> {
         let catalog = Arc::new(self.stores.catalog.load().await?);
         // Days are independent: build them concurrently, a few at a time.
         let limit = std::thread::available_parallelism().map_or(2, usize::from);
         let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limit));
         let mut tasks = Vec::new();
-        for (day, touched) in hours_by_day(hours.iter().copied()) {
+        for (day, (touched, level)) in plan {
             let (this, catalog, permits) = (self.clone(), catalog.clone(), permits.clone());
             tasks.push(tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                let result = this.consolidate_day(&catalog, day, &touched).await;
+                let result = this.consolidate_day(&catalog, day, &touched, level).await;
                 (day, touched, result)
             }));
         }
@@ -205,14 +331,17 @@ impl Pipeline {
         Ok(out)
     }
 
-    /// Recomputes `touched` hours of `day` and publishes a new generation of the day.
+    /// Recomputes `touched` hours of `day` and publishes a new generation of the day, with or
+    /// without its day level.
     pub async fn consolidate_day(
         &self,
         catalog: &Arc<Catalog>,
         day: NaiveDate,
         touched: &BTreeSet<u8>,
+        level: DayLevel,
     ) -> Result<DaySummary, PipelineError> {
         let gold = &self.stores.gold;
+        let build = level == DayLevel::Build;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -231,7 +360,7 @@ impl Pipeline {
                 .map(|m| m.hours.clone())
                 .unwrap_or_default();
             let mut day_cube = Cube::new(&self.config.cuboids);
-            let mut hour_cells = 0;
+            let (mut hour_cells, mut hour_events) = (0, 0);
             // Every hour's cells go to the Parquet export once merged and written.
             let (parquet_tx, parquet) = parquet_encoder();
             // The touched hours' cubes, in hour order, each built on the blocking pool while
@@ -249,10 +378,16 @@ impl Pipeline {
                         continue;
                     };
                     hour_cells += cells.len() as u64;
+                    hour_events += cells
+                        .iter()
+                        .find(|(d, _)| *d == Dims::default())
+                        .map_or(0, |(_, c)| c.measures.plays);
                     // The hour is merged into the day while the store writes it.
                     let merge = async {
-                        for (dims, cell) in &cells {
-                            day_cube.merge_cell(dims.as_ref(), cell);
+                        if build {
+                            for (dims, cell) in &cells {
+                                day_cube.merge_cell(dims.as_ref(), cell);
+                            }
                         }
                         Ok(())
                     };
@@ -264,8 +399,10 @@ impl Pipeline {
                     tracing::debug!(%day, hour = h, cells = cells.len(), "hour written");
                     // A send fails only when the encoder stopped on an error, which its
                     // result reports below.
-                    let _ = parquet_tx.send((Some(h), Arc::new(cells))).await;
-                } else if let Some(g) = hours.get(&h) {
+                    if build {
+                        let _ = parquet_tx.send((Some(h), Arc::new(cells))).await;
+                    }
+                } else if let Some(g) = hours.get(&h).filter(|_| build) {
                     let cells = gold.cells(day, Level::Hour(h), *g, None).await?;
                     for (dims, cell) in &cells {
                         day_cube.merge_cell(dims.as_ref(), cell);
@@ -273,36 +410,43 @@ impl Pipeline {
                     let _ = parquet_tx.send((Some(h), Arc::new(cells))).await;
                 }
             }
-            let events = day_cube
-                .get(DimsRef::default())
-                .map_or(0, |c| c.measures.plays);
-            let day_cells = Arc::new(day_cube.into_cells());
-            tracing::debug!(%day, cells = day_cells.len(), "day cells built");
-            // The export files are encoded on the blocking pool while gold is written; they are
-            // written to the lake only once the flip has landed.
-            let _ = parquet_tx.send((None, Arc::clone(&day_cells))).await;
-            drop(parquet_tx);
-            let exports = encode_exports(day, Arc::clone(&day_cells), parquet);
-            gold.put_cells(day, Level::Day, generation, &day_cells)
-                .await?;
-            tracing::debug!(%day, cells = day_cells.len(), "day cells written");
+            let (exports, day_cells, events, day_generation) = if build {
+                let events = day_cube
+                    .get(DimsRef::default())
+                    .map_or(0, |c| c.measures.plays);
+                let day_cells = Arc::new(day_cube.into_cells());
+                tracing::debug!(%day, cells = day_cells.len(), "day cells built");
+                // The export files are encoded on the blocking pool while gold is written;
+                // they are written to the lake only once the flip has landed.
+                let _ = parquet_tx.send((None, Arc::clone(&day_cells))).await;
+                drop(parquet_tx);
+                let exports = encode_exports(day, Arc::clone(&day_cells), parquet);
+                gold.put_cells(day, Level::Day, generation, &day_cells)
+                    .await?;
+                tracing::debug!(%day, cells = day_cells.len(), "day cells written");
+                (Some(exports), day_cells.len() as u64, events, generation)
+            } else {
+                drop(parquet_tx);
+                parquet.abort();
+                (None, 0, hour_events, 0)
+            };
             let manifest = DayManifest {
                 day: Some(day),
                 version: expected_version + 1,
-                day_generation: generation,
+                day_generation,
                 hours,
-                events,
+                events: if build { events } else { 0 },
                 cuboids: spec,
                 published_at: chrono::Utc::now().to_rfc3339(),
+                close_started_at: None,
+                close_attempts: 0,
             };
             let landed = match gold.publish(&manifest, expected_version).await {
                 Ok(()) => true,
                 // The condition fails both for a lost race and for a flip that landed but whose
                 // answer was lost (the SDK's retry of it finds its own manifest): tell them apart
                 // by reading what is published, so a landed flip is never undone.
-                Err(StoreError::Conflict) => gold.manifest(day).await?.is_some_and(|m| {
-                    m.day_generation == generation && m.version == manifest.version
-                }),
+                Err(StoreError::Conflict) => gold.manifest(day).await? == Some(manifest.clone()),
                 Err(e) => return Err(e.into()),
             };
             if landed {
@@ -310,10 +454,12 @@ impl Pipeline {
                 // The published day as files for tools that read the lake, and its
                 // partition in the table catalog. Written after the flip, so a failure
                 // leaves gold right and the retry rewrites them.
-                let exports = exports.await?;
-                tracing::debug!(%day, "exports encoded");
-                self.write_exports(day, exports).await?;
-                self.reexport_if_replaced(day, manifest.version).await?;
+                if let Some(exports) = exports {
+                    let exports = exports.await?;
+                    tracing::debug!(%day, "exports encoded");
+                    self.write_exports(day, exports).await?;
+                    self.reexport_if_replaced(day, manifest.version).await?;
+                }
                 // What the flip replaced is garbage now; readers still on it notice the
                 // manifest moved and read again.
                 let keep = manifest.referenced();
@@ -324,13 +470,14 @@ impl Pipeline {
                     .collect();
                 self.delete_generations(day, &replaced).await;
                 self.sweep_orphans(day, &keep).await;
-                tracing::info!(%day, generation, events, "day published");
+                tracing::info!(%day, generation, events, ?level, "day published");
                 return Ok(DaySummary {
                     generation,
                     version: manifest.version,
                     events,
-                    day_cells: day_cells.len() as u64,
+                    day_cells,
                     hour_cells,
+                    day_level: level,
                 });
             }
             if attempt >= MAX_CONFLICT_RETRIES {
@@ -375,7 +522,8 @@ impl Pipeline {
             let Some(m) = gold.manifest(day).await? else {
                 return Ok(());
             };
-            if m.version == exported {
+            // A day published without its day level has no exports until it is built.
+            if m.version == exported || m.day_generation == 0 {
                 return Ok(());
             }
             let day_cells = gold.cells(day, Level::Day, m.day_generation, None).await?;

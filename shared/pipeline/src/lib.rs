@@ -19,6 +19,8 @@ pub mod ingest;
 pub mod kafka;
 pub mod ports;
 pub mod query;
+#[cfg(feature = "conformance")]
+pub mod refusing;
 
 use std::sync::Arc;
 

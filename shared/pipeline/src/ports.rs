@@ -117,16 +117,30 @@ pub struct DayManifest {
     pub day: Option<NaiveDate>,
     /// Incremented by every publish; the conditional write compares it.
     pub version: u64,
-    /// The generation of the day-level cells.
+    /// The generation of the day-level cells; 0 when the day was published without its day
+    /// level (while it was open), and readers merge its hours instead.
     pub day_generation: u64,
     /// The generation of each hour that has data.
     pub hours: BTreeMap<u8, u64>,
-    /// Events counted in the day.
+    /// Events counted in the day (0 without a day level).
     pub events: u64,
     /// The cuboid spec the cells were built with.
     pub cuboids: String,
     /// When it was published (RFC 3339).
     pub published_at: String,
+    /// When a run last set out to build the day level of this day, published without one (RFC
+    /// 3339). A run that dies while closing a large day leaves it behind, and the next attempt
+    /// waits (see `consolidate::CLOSE_RETRY_SECS`) instead of every run trying again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_started_at: Option<String>,
+    /// How many runs set out to build the day level of this day; they stop at
+    /// `consolidate::MAX_CLOSE_ATTEMPTS`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub close_attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl DayManifest {
@@ -137,8 +151,19 @@ impl DayManifest {
             .iter()
             .map(|(h, g)| (Level::Hour(*h), *g))
             .collect();
-        v.push((Level::Day, self.day_generation));
+        if self.day_generation != 0 {
+            v.push((Level::Day, self.day_generation));
+        }
         v
+    }
+
+    /// The generation that answers for the day: its day level's, or without one the newest
+    /// hour's (0 when it has none).
+    pub fn generation(&self) -> u64 {
+        match self.day_generation {
+            0 => self.hours.values().copied().max().unwrap_or(0),
+            g => g,
+        }
     }
 }
 

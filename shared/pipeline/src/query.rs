@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
+use futures::StreamExt;
 use serde::Serialize;
 use streamcube_model::cube::{Dim, DimsRef};
 use streamcube_model::event::Country;
@@ -13,6 +14,9 @@ use crate::{Pipeline, PipelineError};
 
 /// How often a day is read again when it was republished while being read.
 const MAX_REREADS: u32 = 5;
+
+/// Hour levels read at once for a day published without its day level.
+const HOUR_READS: usize = 8;
 
 /// A query's answer with the generation each day was read at.
 #[derive(Clone, Debug, Serialize)]
@@ -65,12 +69,27 @@ impl Pipeline {
                             }
                         }
                     }
-                    Granularity::Day | Granularity::Total => {
+                    Granularity::Day | Granularity::Total if manifest.day_generation != 0 => {
                         for c in gold
                             .cells_where(day, Level::Day, manifest.day_generation, cuboid, &select)
                             .await?
                         {
                             cells.push((Bucket::Day(day), c));
+                        }
+                    }
+                    // Published without its day level (the open day): its hours, merged by
+                    // the aggregator, read a few at a time.
+                    Granularity::Day | Granularity::Total => {
+                        let levels: Vec<_> = manifest
+                            .hours
+                            .iter()
+                            .map(|(h, g)| {
+                                gold.cells_where(day, Level::Hour(*h), *g, cuboid, &select)
+                            })
+                            .collect();
+                        let mut hours = futures::stream::iter(levels).buffered(HOUR_READS);
+                        while let Some(read) = hours.next().await {
+                            cells.extend(read?.into_iter().map(|c| (Bucket::Day(day), c)));
                         }
                     }
                 }
@@ -83,7 +102,7 @@ impl Pipeline {
                 for (bucket, (dims, cell)) in &cells {
                     agg.add(*bucket, dims.as_ref(), cell);
                 }
-                generations.insert(day, manifest.day_generation);
+                generations.insert(day, manifest.generation());
                 break;
             }
         }
