@@ -411,19 +411,13 @@ impl RecentIds {
         if self.by_id.len() < self.flush_threshold() {
             return Ok(None);
         }
-        let mut ids: Vec<(u64, &str, i64)> = self
-            .by_id
-            .iter()
-            .map(|(k, v)| (id_prefix(k), k, v))
-            .collect();
-        ids.sort_unstable();
         let mut insert = tx
             .prepare_cached("INSERT INTO silver_ids (event_id, seq) VALUES (?1, ?2)")
             .map_err(sql_err)?;
-        for (_, id, seq) in ids {
+        self.by_id.for_each_sorted(id_prefix, |id, seq| {
             // A duplicate here would be a broken invariant: it fails the transaction.
-            insert.execute(params![id, seq]).map_err(sql_err)?;
-        }
+            insert.execute(params![id, seq]).map(drop).map_err(sql_err)
+        })?;
         tx.execute(
             "UPDATE silver_meta SET indexed_through = ?1 WHERE id = 0",
             [self.last_seq],
