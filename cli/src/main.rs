@@ -122,7 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// at 128 KiB but rises to the size of each mapped block freed, up to 32 MiB, after which such
 /// blocks come from the arenas and their memory stays there: ingesting the 10,000,000-row gzip
 /// file, own memory peaked at 367 MiB without the fixed threshold and 319 MiB with it (310 with
-/// 1 MiB, 352 with 16 MiB), in the same time (64.0 and 63.1 s; 1 MiB cost 10%).
+/// 1 MiB, 352 with 16 MiB), in the same time (64.0 and 63.1 s; 1 MiB cost 9 to 13%).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_malloc(fixed_mmap_threshold: bool) {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some()
