@@ -9,6 +9,7 @@
 //!
 //! Nothing to install beyond the Rust toolchain: SQLite is compiled in.
 
+mod idfilter;
 mod idmap;
 mod sqlite;
 
