@@ -303,6 +303,11 @@ const FILTER_AFTER_SHARE: i64 = 4;
 /// ended at 29 MB.
 const FILTER_MIN_IDS: usize = 2_000_000;
 const FILTER_GROWTH: usize = 2;
+/// The largest filter, 48 MB: past this many ids it is not built again, and its false
+/// positives grow with the index (6% at twice as many ids, 25% at four times), each costing
+/// the lookup that every id took without a filter. Sizing goes by the highest `seq` indexed,
+/// which counts rows since deleted too, so the cap also bounds a long-lived store's filter.
+const FILTER_MAX_IDS: usize = 32_000_000;
 
 /// The ids of silver's rows after `silver_meta.indexed_through`, as the writing connection last
 /// saw them, with their `seq`.
@@ -458,6 +463,15 @@ impl RecentIds {
         Ok(())
     }
 
+    /// The ids a filter built now is sized for: by the highest seq indexed, at least the
+    /// number of ids indexed, within [`FILTER_MIN_IDS`] and [`FILTER_MAX_IDS`].
+    fn filter_capacity(&self) -> usize {
+        usize::try_from(self.indexed_through)
+            .unwrap_or(0)
+            .saturating_mul(FILTER_GROWTH)
+            .clamp(self.filter_min.min(FILTER_MAX_IDS), FILTER_MAX_IDS)
+    }
+
     /// Before `lookups` ids are looked up: builds the filter from the whole index if the ids
     /// looked up since it was last missing reach the share of the index that pays for reading
     /// it (see [`FILTER_AFTER_SHARE`]), or if it holds more ids than it was sized for. Called
@@ -470,18 +484,13 @@ impl RecentIds {
             .looked_up
             .saturating_add(i64::try_from(lookups).unwrap_or(i64::MAX));
         let build = match &self.filter {
-            Some(filter) => filter.is_full(),
+            Some(filter) => filter.is_full() && filter.capacity() < FILTER_MAX_IDS,
             None => self.looked_up.saturating_mul(share) >= self.indexed_through,
         };
         if !build {
             return Ok(());
         }
-        // Sized on the highest seq indexed, at least the number of ids indexed.
-        let indexed = usize::try_from(self.indexed_through).unwrap_or(0);
-        let mut filter = IdFilter::new(
-            indexed.saturating_mul(FILTER_GROWTH).max(self.filter_min),
-            self.indexed_through,
-        );
+        let mut filter = IdFilter::new(self.filter_capacity(), self.indexed_through);
         let started = std::time::Instant::now();
         add_selected(
             &mut filter,
@@ -1765,6 +1774,34 @@ mod tests {
         assert_eq!(at(1_600_000), 400_000);
         assert_eq!(at(4_000_000), ID_FLUSH_MAX_ROWS);
         assert_eq!(at(100_000_000), ID_FLUSH_MAX_ROWS);
+    }
+
+    #[test]
+    fn filters_are_sized_on_the_index_within_bounds() {
+        let at = |indexed_through: i64| {
+            let mut ids = RecentIds::new();
+            ids.indexed_through = indexed_through;
+            ids.filter_capacity()
+        };
+        assert_eq!(at(0), FILTER_MIN_IDS);
+        assert_eq!(at(5_000_000), 10_000_000);
+        assert_eq!(at(100_000_000), FILTER_MAX_IDS);
+        // A full filter at the largest size is kept, not read again from the index.
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let mut conn = store.conn.lock().expect("lock");
+        let tx = conn.transaction().expect("tx");
+        let mut ids = RecentIds::new();
+        let mut full = IdFilter::new(FILTER_MAX_IDS, 0);
+        (0..=FILTER_MAX_IDS as u64).for_each(|h| full.insert(h));
+        assert!(full.is_full());
+        ids.filter = Some(full);
+        ids.prepare_filter(&tx, 1).expect("prepare");
+        assert_eq!(
+            ids.filter.as_ref().map(IdFilter::capacity),
+            Some(FILTER_MAX_IDS)
+        );
+        assert!(ids.filter.as_ref().is_some_and(IdFilter::is_full));
     }
 
     /// The table's ids, and whether the index holds exactly the rows up to `indexed_through`.
