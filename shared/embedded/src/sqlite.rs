@@ -1762,13 +1762,17 @@ mod tests {
         }
     }
 
+    /// A writer's ids as they are once the index holds the rows through `indexed_through`.
+    fn indexed(indexed_through: i64) -> RecentIds {
+        RecentIds {
+            indexed_through,
+            ..RecentIds::new()
+        }
+    }
+
     #[test]
     fn passes_grow_with_the_index_within_bounds() {
-        let at = |indexed_through: i64| {
-            let mut ids = RecentIds::new();
-            ids.indexed_through = indexed_through;
-            ids.flush_threshold()
-        };
+        let at = |n| indexed(n).flush_threshold();
         assert_eq!(at(0), ID_FLUSH_ROWS);
         assert_eq!(at(1_000_000), ID_FLUSH_ROWS);
         assert_eq!(at(1_600_000), 400_000);
@@ -1778,11 +1782,7 @@ mod tests {
 
     #[test]
     fn filters_are_sized_on_the_index_within_bounds() {
-        let at = |indexed_through: i64| {
-            let mut ids = RecentIds::new();
-            ids.indexed_through = indexed_through;
-            ids.filter_capacity()
-        };
+        let at = |n| indexed(n).filter_capacity();
         assert_eq!(at(0), FILTER_MIN_IDS);
         assert_eq!(at(5_000_000), 10_000_000);
         assert_eq!(at(100_000_000), FILTER_MAX_IDS);
