@@ -463,8 +463,8 @@ impl RecentIds {
         Ok(())
     }
 
-    /// The ids a filter built now is sized for: by the highest seq indexed, at least the
-    /// number of ids indexed, within [`FILTER_MIN_IDS`] and [`FILTER_MAX_IDS`].
+    /// The ids a filter built now is sized for: twice the highest seq indexed (which is at
+    /// least the number of ids indexed), within [`FILTER_MIN_IDS`] and [`FILTER_MAX_IDS`].
     fn filter_capacity(&self) -> usize {
         usize::try_from(self.indexed_through)
             .unwrap_or(0)
