@@ -489,10 +489,13 @@ async fn the_open_day_is_answered_from_its_hours() {
     let today = Utc::now().date_naive();
     let midnight = Utc.from_utc_datetime(&today.and_hms_opt(0, 0, 0).expect("midnight"));
     let start = (Utc::now() - Span::minutes(75)).max(midnight);
+    // A minute apart, or closer in the day's first hour: events more than 5 minutes ahead of
+    // the clock are refused.
+    let step = ((Utc::now() - start) / 60).min(Span::minutes(1));
     let (devices, countries) = (["tv", "mobile", "web"], ["BR", "PT"]);
-    let events: Vec<serde_json::Value> = (0..60)
+    let events: Vec<serde_json::Value> = (0..60_i32)
         .map(|i| {
-            let at = start + Span::minutes(i);
+            let at = start + step * i;
             serde_json::json!({
                 "event_id": format!("open-{i}"),
                 "occurred_at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -509,8 +512,8 @@ async fn the_open_day_is_answered_from_its_hours() {
     let r = p.ingest_json(&events).await.expect("ingest");
     assert_eq!(r.accepted, 60, "{r:?}");
     // The silver stream would mark these; here they are marked directly.
-    let hours: Vec<i64> = (0..60)
-        .map(|i| (start + Span::minutes(i)).timestamp().div_euclid(3600))
+    let hours: Vec<i64> = (0..60_i32)
+        .map(|i| (start + step * i).timestamp().div_euclid(3600))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();

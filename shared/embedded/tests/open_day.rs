@@ -32,11 +32,21 @@ fn pipeline(backend: &EmbeddedBackend) -> Pipeline {
 /// `n` events from `start` on, one a minute, over a few viewers, countries and devices, with
 /// some viewers coming back (unique viewers must merge across hours, not add up).
 fn events(prefix: &str, start: DateTime<Utc>, n: u32) -> Vec<serde_json::Value> {
+    events_every(prefix, start, Duration::minutes(1), n)
+}
+
+/// [`events`], `step` apart.
+fn events_every(
+    prefix: &str,
+    start: DateTime<Utc>,
+    step: Duration,
+    n: u32,
+) -> Vec<serde_json::Value> {
     let countries = ["BR", "PT", "US"];
     let devices = ["tv", "mobile"];
     (0..n)
         .map(|i| {
-            let at = start + Duration::minutes(i64::from(i));
+            let at = start + step * i32::try_from(i).expect("a few events");
             serde_json::json!({
                 "event_id": format!("{prefix}-{i}"),
                 "occurred_at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -149,9 +159,11 @@ async fn the_open_day_is_published_without_its_day_level_and_answers_alike() {
     let today = Utc::now().date_naive();
     let yesterday = today.pred_opt().expect("yesterday");
     let midnight = Utc.from_utc_datetime(&today.and_hms_opt(0, 0, 0).expect("midnight"));
-    // Today's events end now; yesterday's cross an hour boundary.
+    // Today's events end now (closer together in the day's first 40 minutes: events more than
+    // 5 minutes ahead of the clock are refused); yesterday's cross an hour boundary.
     let today_start = (Utc::now() - Duration::minutes(40)).max(midnight);
-    let today_events = events("t", today_start, 40);
+    let step = ((Utc::now() - today_start) / 40).min(Duration::minutes(1));
+    let today_events = events_every("t", today_start, step, 40);
     let yesterday_events = events(
         "y",
         midnight - Duration::hours(14) - Duration::minutes(20),
