@@ -18,7 +18,9 @@ use aws_sdk_dynamodb::Client;
 use futures::{StreamExt, TryStreamExt};
 use streamcube_pipeline::ports::{ChangeFeed, StoreError, StoreResult};
 
-use crate::dynamo::{CONCURRENCY, get_n, is_condition_failed, n, query_partition, s, store_err};
+use crate::dynamo::{
+    CONCURRENCY, Consistency, get_n, is_condition_failed, n, query_partition, s, store_err,
+};
 
 const PK: &str = "changes";
 
@@ -62,7 +64,15 @@ impl DynamoChanges {
 #[async_trait]
 impl ChangeFeed for DynamoChanges {
     async fn pending(&self) -> StoreResult<Vec<(i64, u64)>> {
-        let items = query_partition(&self.client, &self.table, PK, "", false).await?;
+        let items = query_partition(
+            &self.client,
+            &self.table,
+            PK,
+            "",
+            false,
+            Consistency::Strong,
+        )
+        .await?;
         let settle_ms = i64::try_from(self.settle.as_millis()).unwrap_or(i64::MAX);
         let settled_before = now_ms().saturating_sub(settle_ms);
         items

@@ -159,14 +159,25 @@ async fn get_chunk(
     }
 }
 
+/// How a read sees recent writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Every write that succeeded before the read (billed a full read unit per 4 KB).
+    Strong,
+    /// Possibly not the latest writes (half the read units): for items that never change once
+    /// written, when the reader can tell whether it saw all of them.
+    Eventual,
+}
+
 /// Every item of a partition key whose sort key starts with `prefix` (all of them for an empty
-/// one), strongly consistent, page after page; with `keys_only`, only `pk` and `sk`.
+/// one), page after page; with `keys_only`, only `pk` and `sk`.
 pub async fn query_partition(
     client: &Client,
     table: &str,
     pk: &str,
     prefix: &str,
     keys_only: bool,
+    consistency: Consistency,
 ) -> StoreResult<Vec<Item>> {
     let mut q = client
         .query()
@@ -180,7 +191,7 @@ pub async fn query_partition(
             .expression_attribute_values(":p", s(prefix))
     };
     q.set_projection_expression(keys_only.then(|| "pk, sk".to_owned()))
-        .consistent_read(true)
+        .consistent_read(consistency == Consistency::Strong)
         .into_paginator()
         .items()
         .send()

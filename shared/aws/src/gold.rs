@@ -13,6 +13,16 @@
 //!   in key order. Blocks written before the shards (one key per level and generation, `pk =
 //!   cells#<day>#<level>#<generation>`) and before the split by country (`sk =
 //!   <cuboid>#<chunk>`, every country in one) are still read, the latter filtered cell by cell.
+//!
+//! Blocks never change once written, so they are read with eventually consistent queries, at
+//! half the read units of strongly consistent ones. Such a read may miss a block written moments
+//! before; the reader tells by the generation's registry item, which records each part's number
+//! of blocks once all of them are written ([`Written`]) and is read strongly consistent: it
+//! knows every block's sort key and shard, queries only the shards that hold some, and reads
+//! again strongly consistent whenever what it got is not exactly that. A generation without
+//! the record (half written, or written before it) is read strongly consistent.
+
+use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -26,7 +36,7 @@ use streamcube_pipeline::ports::{
 };
 
 use crate::dynamo::{
-    Item, batch_write, get_s, is_condition_failed, n, query_partition, s, store_err,
+    Consistency, Item, batch_write, get_s, is_condition_failed, n, query_partition, s, store_err,
 };
 
 /// Largest encoded block per item (DynamoDB items are limited to 400 KB).
@@ -91,6 +101,60 @@ fn part_prefix(cuboid: u8, part: u16) -> String {
     format!("{cuboid:03}/{part:03}#")
 }
 
+/// The registry's attribute recording a generation's blocks once they are all written.
+const WRITTEN: &str = "blocks";
+
+/// A generation's blocks as written: each part's sort-key prefix (`<cuboid>/<part>#`) and its
+/// number of blocks, in the order they were written, which puts the `i`-th block of the whole
+/// level under shard `i % CELL_SHARDS`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Written {
+    parts: Vec<(String, usize)>,
+}
+
+impl Written {
+    /// As the registry stores it: `1:` then `<prefix><blocks>` for each part, comma-separated
+    /// (`1:009/001#3,009/002#1`); the version keeps it non-empty.
+    fn encode(&self) -> String {
+        let parts: Vec<String> = self
+            .parts
+            .iter()
+            .map(|(prefix, blocks)| format!("{prefix}{blocks}"))
+            .collect();
+        format!("1:{}", parts.join(","))
+    }
+
+    /// `None` for anything [`Written::encode`] did not write.
+    fn decode(text: &str) -> Option<Self> {
+        let body = text.strip_prefix("1:")?;
+        let parts = body
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (prefix, blocks) = p.rsplit_once('#')?;
+                Some((format!("{prefix}#"), blocks.parse().ok()?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Written { parts })
+    }
+
+    /// The sort keys of the blocks that start with one of `prefixes`, by shard.
+    fn expected(&self, prefixes: &[String]) -> Vec<BTreeSet<String>> {
+        let mut by_shard = vec![BTreeSet::new(); CELL_SHARDS];
+        let mut i = 0;
+        for (prefix, blocks) in &self.parts {
+            for chunk in 0..*blocks {
+                let sk = format!("{prefix}{chunk:05}");
+                if prefixes.iter().any(|p| sk.starts_with(p.as_str())) {
+                    by_shard[i % CELL_SHARDS].insert(sk);
+                }
+                i += 1;
+            }
+        }
+        by_shard
+    }
+}
+
 /// Splits one part's cells into encoded blocks under [`BLOCK_BYTES`].
 fn blocks(cells: &[&(Dims, Cell)]) -> Vec<Vec<u8>> {
     let whole = encode_cells(cells);
@@ -140,15 +204,7 @@ impl DynamoGold {
         prefixes: Vec<String>,
         keep: impl Fn(&DimsRef<'_>) -> bool,
     ) -> StoreResult<Vec<(Dims, Cell)>> {
-        let pks = cell_pks(day, level, generation);
-        let reads = prefixes
-            .iter()
-            .flat_map(|p| pks.iter().map(move |pk| self.query(pk, p, false)));
-        let mut items: Vec<Item> = futures::future::try_join_all(reads)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut items = self.blocks(day, level, generation, &prefixes).await?;
         // Key order, as one partition key would give them: the same cells in the same order
         // however the blocks were spread.
         let sk = |item: &Item| match item.get("sk") {
@@ -178,7 +234,109 @@ impl DynamoGold {
 
     /// Items of a partition key whose sort key starts with `prefix`, strongly consistent.
     async fn query(&self, pk: &str, prefix: &str, keys_only: bool) -> StoreResult<Vec<Item>> {
-        query_partition(&self.client, &self.table, pk, prefix, keys_only).await
+        query_partition(
+            &self.client,
+            &self.table,
+            pk,
+            prefix,
+            keys_only,
+            Consistency::Strong,
+        )
+        .await
+    }
+
+    /// What the registry records of a generation's blocks, read strongly consistent; `None`
+    /// until they are all written, and for generations written before the record.
+    async fn written(
+        &self,
+        day: NaiveDate,
+        level: Level,
+        generation: u64,
+    ) -> StoreResult<Option<Written>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(day_pk(day), gen_sk(level, generation))))
+            .projection_expression("#w")
+            .expression_attribute_names("#w", WRITTEN)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_err)?;
+        Ok(match out.item.as_ref().and_then(|item| item.get(WRITTEN)) {
+            Some(AttributeValue::S(text)) => {
+                let written = Written::decode(text);
+                if written.is_none() {
+                    tracing::warn!(%day, generation, "unreadable block record; reading consistently");
+                }
+                written
+            }
+            _ => None,
+        })
+    }
+
+    /// The blocks of a (day, level, generation) whose sort keys start with one of `prefixes`,
+    /// in no particular order. Eventually consistent when the registry records the blocks and
+    /// the reads returned exactly those; strongly consistent otherwise.
+    async fn blocks(
+        &self,
+        day: NaiveDate,
+        level: Level,
+        generation: u64,
+        prefixes: &[String],
+    ) -> StoreResult<Vec<Item>> {
+        let pks = cell_pks(day, level, generation);
+        if let Some(written) = self.written(day, level, generation).await? {
+            let expected = written.expected(prefixes);
+            let reads = expected.iter().enumerate().flat_map(|(shard, sks)| {
+                let pk = &pks[shard];
+                prefixes
+                    .iter()
+                    .filter(move |p| sks.iter().any(|sk| sk.starts_with(p.as_str())))
+                    .map(move |p| {
+                        query_partition(
+                            &self.client,
+                            &self.table,
+                            pk,
+                            p,
+                            false,
+                            Consistency::Eventual,
+                        )
+                    })
+            });
+            let items: Vec<Item> = futures::future::try_join_all(reads)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect();
+            let want: BTreeSet<&String> = expected.iter().flatten().collect();
+            let got: BTreeSet<&String> = items
+                .iter()
+                .filter_map(|item| match item.get("sk") {
+                    Some(AttributeValue::S(sk)) => Some(sk),
+                    _ => None,
+                })
+                .collect();
+            if got.len() == items.len() && got == want {
+                return Ok(items);
+            }
+            tracing::debug!(
+                %day,
+                generation,
+                expected = want.len(),
+                got = items.len(),
+                "blocks not all visible yet; reading consistently"
+            );
+        }
+        let reads = prefixes
+            .iter()
+            .flat_map(|p| pks.iter().map(move |pk| self.query(pk, p, false)));
+        Ok(futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     /// Deletes every item under these partition keys.
@@ -228,7 +386,7 @@ impl GoldStore for DynamoGold {
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(reg))
+            .set_item(Some(reg.clone()))
             .send()
             .await
             .map_err(store_err)?;
@@ -237,15 +395,29 @@ impl GoldStore for DynamoGold {
         self.delete_partitions(&pks).await?;
         // Round-robin over the shards, so that every batch of writes spans them all.
         let mut requests = Vec::new();
+        let mut written = Written::default();
         for ((cuboid, part), cells) in by_part(cells) {
-            for (chunk, block) in blocks(&cells).into_iter().enumerate() {
-                let sk = format!("{}{chunk:05}", part_prefix(cuboid, part));
+            let prefix = part_prefix(cuboid, part);
+            let blocks = blocks(&cells);
+            written.parts.push((prefix.clone(), blocks.len()));
+            for (chunk, block) in blocks.into_iter().enumerate() {
+                let sk = format!("{prefix}{chunk:05}");
                 let mut item = key(pks[requests.len() % CELL_SHARDS].clone(), sk);
                 item.insert("cells".into(), AttributeValue::B(Blob::new(block)));
                 requests.push(put(item)?);
             }
         }
-        batch_write(&self.client, &self.table, requests).await
+        batch_write(&self.client, &self.table, requests).await?;
+        // Every block is written: readers may now read them eventually consistent.
+        reg.insert(WRITTEN.into(), s(written.encode()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(reg))
+            .send()
+            .await
+            .map_err(store_err)?;
+        Ok(())
     }
 
     async fn publish(&self, manifest: &DayManifest, expected_version: u64) -> StoreResult<()> {
@@ -352,5 +524,54 @@ impl GoldStore for DynamoGold {
             .await
             .map_err(store_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written() -> Written {
+        Written {
+            parts: vec![
+                ("009/001#".into(), 3),
+                ("009/002#".into(), 1),
+                ("012/000#".into(), 9),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_record_reads_back_as_written() {
+        for w in [written(), Written::default()] {
+            assert_eq!(Written::decode(&w.encode()), Some(w));
+        }
+        assert_eq!(written().encode(), "1:009/001#3,009/002#1,012/000#9");
+        for bad in ["", "009/001#3", "1:009/001", "1:009/001#x", "2:009/001#3"] {
+            assert_eq!(Written::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn blocks_are_expected_on_the_shards_they_were_written_to() {
+        let all = written().expected(&[String::new()]);
+        assert_eq!(all.iter().map(BTreeSet::len).sum::<usize>(), 13);
+        // Written in order, round-robin: the 4th block (009/002's only one) went to shard 3,
+        // and 012/000's nine blocks to shards 4, 5, 6, 7, 0, 1, 2, 3, 4.
+        assert!(all[3].contains("009/002#00000"));
+        assert!(all[0].contains("009/001#00000") && all[0].contains("012/000#00004"));
+        assert!(all[4].contains("012/000#00000") && all[4].contains("012/000#00008"));
+        let part = written().expected(&["009/002#".into()]);
+        let found: Vec<(usize, &String)> = part
+            .iter()
+            .enumerate()
+            .flat_map(|(shard, sks)| sks.iter().map(move |sk| (shard, sk)))
+            .collect();
+        assert_eq!(found, vec![(3, &"009/002#00000".to_owned())]);
+        // Blocks older than the split by country (`009#...`) are never in a record.
+        let old = written().expected(&["009#".into()]);
+        assert!(old.iter().all(BTreeSet::is_empty));
+        let cuboid = written().expected(&["009".into()]);
+        assert_eq!(cuboid.iter().map(BTreeSet::len).sum::<usize>(), 4);
     }
 }
