@@ -121,11 +121,16 @@ DDB_WRITE_UNIT = 1024  # bytes per write unit; a delete is billed on the deleted
 DDB_PAGE_BYTES = 1 << 20  # a Query or Scan page reads at most 1 MB
 DDB_PARTITION_WCU_S = 1000  # most write units a second one partition takes (on demand too)
 CELL_SHARDS = 8  # shared/aws/src/gold.rs: a level's blocks go round-robin to 8 partition keys
-CELL_PKS = CELL_SHARDS + 1  # ... and readers also look under the one key of older blocks
+CELL_PKS = CELL_SHARDS + 1  # ... and the deletes also look under the one key of older blocks
+# gold.rs Written: once a level's blocks are written, its registry item records each part's block
+# count ("009/001#3,", about 11 bytes a part), which readers get with a consistent GetItem; they
+# then query, eventually consistent, only the shards holding blocks of the parts they want.
+RECORD_BYTES = 60 + 11 * GOLD_PARTS
 # consolidate.rs, one run of one day: manifest GetItem (consistent); the catalog Scan
 # (consistent, each invocation: consolidate_changes loads it); per touched hour 16 by_hour queries
 # (eventually consistent) and put_cells (registry PutItem, a keys-only Query of the new
-# generation, BatchWriteItem of the blocks); per untouched hour a consistent Query of its blocks;
+# generation, BatchWriteItem of the blocks, the registry again with its record); per untouched
+# hour the record (consistent GetItem) and an eventually consistent Query of its blocks per shard;
 # the day's put_cells; the conditional manifest PutItem; CSV + Parquet PutObject; Glue
 # GetPartition; a second manifest read (reexport_if_replaced); delete_generations of what the flip
 # replaced (a consistent keys-only Query, billed on whole items, BatchWriteItem deletes billed on
@@ -382,15 +387,30 @@ def gold_write(nbytes: float, a: argparse.Namespace) -> Units:
     return Units(wru=wru, seconds=seconds)
 
 
-def gold_read(nbytes: float, a: argparse.Namespace) -> Units:
-    """A consistent Query of one level's blocks under each of its partition keys, at once; each
-    key's pages one after the other. A keys-only projection costs the same: read units count
+def gold_keys(nbytes: float, a: argparse.Namespace) -> Units:
+    """The keys of one level's blocks before they are deleted: a consistent keys-only Query under
+    each of its partition keys, at once; each key's pages one after the other. Read units count
     whole items, and every Query at least one."""
     if nbytes <= 0:
         return single(a, rru=CELL_PKS)
     pages = math.ceil(nbytes / DDB_PAGE_BYTES / CELL_SHARDS)
     return Units(rru=nbytes / DDB_READ_UNIT + CELL_SHARDS * 0.5 + 1,
                  seconds=pages * a.ddb_page_ms / 1000)
+
+
+def record_read(a: argparse.Namespace) -> Units:
+    """The registry's record of a level's blocks: a consistent GetItem."""
+    return single(a, rru=math.ceil(RECORD_BYTES / DDB_READ_UNIT))
+
+
+def gold_read(nbytes: float, a: argparse.Namespace) -> Units:
+    """The cells of one level (gold.cells): the record, then an eventually consistent Query of
+    each shard holding blocks, at once; each shard's pages one after the other. Each Query rounds
+    up to a whole read unit (half a unit eventually consistent): a quarter unit on average."""
+    queries = min(CELL_SHARDS, max(1, math.ceil(nbytes / BLOCK_BYTES)))
+    pages = max(1, math.ceil(nbytes / DDB_PAGE_BYTES / CELL_SHARDS))
+    return record_read(a) + Units(rru=0.5 * nbytes / DDB_READ_UNIT + queries * 0.25,
+                                  seconds=pages * a.ddb_page_ms / 1000)
 
 
 def silver_hour_read(events: float, item_bytes: float, a: argparse.Namespace) -> Units:
@@ -441,14 +461,15 @@ def consolidation_run(
     for events, previous in touched:
         read_events += events
         u += silver_hour_read(events, item_bytes, a)
-        # registry PutItem, the Queries of the new generation's keys (a repeat replaces)
-        u += single(a, wru=1, rru=CELL_PKS, calls=2)
+        # registry PutItem, the Queries of the new generation's keys (a repeat replaces), the
+        # registry again with the record of the blocks
+        u += single(a, wru=1 + math.ceil(RECORD_BYTES / DDB_WRITE_UNIT), rru=CELL_PKS, calls=3)
         blocks = gold_bytes(events, a)
         gold_out += blocks
         u += gold_write(blocks, a)
         if previous > 0:  # the hour's replaced generation
             old = gold_bytes(previous, a)
-            u += gold_read(old, a) + gold_write(old, a) + single(a, wru=1)
+            u += gold_keys(old, a) + gold_write(old, a) + single(a, wru=1)
     for events in untouched:  # gold.cells of each untouched hour, one after the other
         blocks = gold_bytes(events, a)
         gold_in += blocks
@@ -456,7 +477,7 @@ def consolidation_run(
     if build:
         day_blocks = gold_bytes(day_events, a)
         gold_out += day_blocks
-        u += single(a, wru=1, rru=CELL_PKS, calls=2) + gold_write(day_blocks, a)
+        u += single(a, wru=1 + math.ceil(RECORD_BYTES / DDB_WRITE_UNIT), rru=CELL_PKS, calls=3) + gold_write(day_blocks, a)
     u += single(a, wru=1)  # the conditional manifest PutItem
     if build:
         day_cells = level_cells(day_events)
@@ -468,7 +489,7 @@ def consolidation_run(
         u += single(a, rru=1)  # reexport_if_replaced: the manifest again
     if build and replaces_day and day_events > read_events:  # the day's replaced generation
         old = gold_bytes(day_events - read_events + sum(p for _, p in touched), a)
-        u += gold_read(old, a) + gold_write(old, a) + single(a, wru=1)
+        u += gold_keys(old, a) + gold_write(old, a) + single(a, wru=1)
     u += single(a, rru=1)  # sweep_orphans: the registry
     # CPU: the cube of the recomputed hours from their events, and what scales with the gold
     # handled, calibrated on the measured day (which wrote 24 hour levels and the day level).
@@ -697,7 +718,7 @@ def gold_load(E: float, a: argparse.Namespace, hourly: bool) -> Units:
         if hourly:
             old = gold_bytes(sum(w[:h]) * E, a)
             u += gold_write(gold_bytes(sum(w[: h + 1]) * E, a), a)
-            u += gold_read(old, a) + gold_write(old, a) + single(a, wru=4, rru=3)
+            u += gold_keys(old, a) + gold_write(old, a) + single(a, wru=4, rru=3)
     if not hourly:
         u += gold_write(gold_bytes(E, a), a) + single(a, wru=26, rru=2)
     return u
@@ -747,31 +768,28 @@ def model(E: float, a: argparse.Namespace) -> dict:
         return ((c.runs * c.run_s + c.batches * MARK_RUN_S + c.ttl_only * TTL_ONLY_RUN_S)
                 * cons_mem, c.runs + c.batches + c.ttl_only)
     cons_gb_s, cons_inv = cons_lambda(cons)
-    # cube-query (query.rs): per day read, the manifest twice (consistent GetItem) and a
-    # consistent Query of the cuboid's day-level blocks under each of the level's keys, at once
-    # (the top 10 asks for two key prefixes: the country's part, and blocks older than the
-    # split by country); the days one after the other.
+    # cube-query (query.rs): per day read, the manifest twice (consistent GetItem), then the
+    # level's record of its blocks (consistent GetItem) and an eventually consistent Query of
+    # each shard holding blocks of the cuboid (the top 10: of the country's part), at once
+    # (gold_read); the days one after the other.
     # Every query reaches the open day, which has no day level: its hours published so far
     # are read instead, 8 at a time, each like a day level. Queries follow the traffic's
     # profile over the day, so a query at hour h reads the hours up to h.
     hour_bytes = [gold_bytes(E * x, a) for x in w]
     q_rru, q_s = [], []
-    for name, days, share in QUERY_MIX:
-        block = gold_bytes(E, a) * share
-        prefixes = 2 if name.startswith("top10") else 1
-        per_key = prefixes * (CELL_SHARDS * 0.5 + 1)  # a consistent Query per key, min 0.5 RRU
-        pages = max(1, math.ceil(block / DDB_PAGE_BYTES / CELL_SHARDS))
+    for _name, days, share in QUERY_MIX:
+        day_read = gold_read(gold_bytes(E, a) * share, a)
         closed = days - 1
         open_rru = open_s = 0.0
         for h in range(24):
-            read = hour_bytes[:h + 1]
-            open_rru += w[h] * (2 + sum(b * share / DDB_READ_UNIT + per_key for b in read))
-            rounds = math.ceil(len(read) / 8)
-            page = max(1, math.ceil(max(read) * share / DDB_PAGE_BYTES / CELL_SHARDS))
-            open_s += w[h] * (2 * a.ddb_single_ms + rounds * page * a.ddb_page_ms) / 1000
-        q_rru.append(closed * (2 + block / DDB_READ_UNIT + per_key) + open_rru)
+            reads = [gold_read(b * share, a) for b in hour_bytes[:h + 1]]
+            open_rru += w[h] * (2 + sum(r.rru for r in reads))
+            rounds = math.ceil(len(reads) / 8)
+            slowest = max(r.seconds for r in reads)
+            open_s += w[h] * (2 * a.ddb_single_ms / 1000 + rounds * slowest)
+        q_rru.append(closed * (2 + day_read.rru) + open_rru)
         q_s.append(QUERY_LOCAL_MS / 1000
-                   + closed * (2 * a.ddb_single_ms + pages * a.ddb_page_ms) / 1000 + open_s)
+                   + closed * (2 * a.ddb_single_ms / 1000 + day_read.seconds) + open_s)
     query_rru, query_s = sum(q_rru) / len(q_rru), sum(q_s) / len(q_s)
     gb_s += cons_gb_s + a.queries_per_day * query_s * MEMORY_MB["cube-query"] / 1024
     invocations += cons_inv + a.queries_per_day
@@ -1077,8 +1095,9 @@ def assumptions(a: argparse.Namespace) -> list[str]:
         f"Duplicates {a.duplicate_rate:.1%}, refused rows {a.reject_rate:.1%}. Queries: an even "
         f"mix of the dashboard queries of bench/query_latency.sh (30-day trend, 7-day top 10 "
         f"titles, 1-day breakdown), each reading its cuboid's measured share of the day-level "
-        f"blocks with consistent reads; every query also reaches the open day, and reads the "
-        f"same share of each of its hours published so far (queries follow the traffic's "
+        f"blocks with eventually consistent reads (after a consistent read of the level's "
+        f"record of its blocks); every query also reaches the open day, and reads the same "
+        f"share of each of its hours published so far (queries follow the traffic's "
         f"hour-of-day profile).",
         f"Glue job: {a.glue_dpus:g} DPU (a driver and an executor), "
         f"{a.glue_rows_per_s:,.0f} rows/s per executor, {a.glue_fixed_s:g} s fixed per run, "
