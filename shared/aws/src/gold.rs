@@ -21,6 +21,10 @@
 //! knows every block's sort key and shard, queries only the shards that hold some, and reads
 //! again strongly consistent whenever what it got is not exactly that. A generation without
 //! the record (half written, or written before it) is read strongly consistent.
+//!
+//! Blocks are stored compressed with Zstandard (attribute `zcells`): DynamoDB bills storage,
+//! writes and reads by the byte, and a day of cells shrinks about 1.56x at level 3. Blocks
+//! written before (attribute `cells`) are read as they are.
 
 use std::collections::BTreeSet;
 
@@ -44,6 +48,40 @@ pub const BLOCK_BYTES: usize = 300_000;
 
 /// Partition keys the cell blocks of one level and generation are spread over.
 pub const CELL_SHARDS: usize = 8;
+
+/// Zstandard level of the stored blocks: the blocks of a day of 2.4M events shrank 1.38x at
+/// level 1 and 1.56x at level 3 (compressing at half the speed); in 300 KB chunks, levels 3, 6
+/// and 9 gave 1.50x, 1.54x and 1.55x, the last at under half level 3's speed.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Most a stored block may expand to: blocks are split at [`BLOCK_BYTES`] unless a single
+/// cell is larger, and a cell is at most a few dozen KB (a dense sketch is 12 KiB).
+const MAX_BLOCK_BYTES: usize = 4 * BLOCK_BYTES;
+
+/// A block as stored.
+fn compress(block: &[u8]) -> StoreResult<Vec<u8>> {
+    zstd::bulk::compress(block, ZSTD_LEVEL).map_err(StoreError::backend)
+}
+
+/// A stored block's cells encoded: `zcells` decompressed, or `cells` as written before the
+/// compression.
+fn block_of(item: &Item) -> StoreResult<std::borrow::Cow<'_, [u8]>> {
+    match (item.get("zcells"), item.get("cells")) {
+        (Some(AttributeValue::B(z)), _) => {
+            let size = zstd::zstd_safe::get_frame_content_size(z.as_ref())
+                .ok()
+                .flatten()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| *n <= MAX_BLOCK_BYTES)
+                .ok_or_else(|| StoreError::Corrupt("a compressed cell block's size".into()))?;
+            zstd::bulk::decompress(z.as_ref(), size)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| StoreError::Corrupt(format!("a compressed cell block: {e}")))
+        }
+        (None, Some(AttributeValue::B(raw))) => Ok(std::borrow::Cow::Borrowed(raw.as_ref())),
+        _ => Err(StoreError::Corrupt("a cell block without cells".into())),
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct DynamoGold {
@@ -214,11 +252,8 @@ impl DynamoGold {
         items.sort_by_cached_key(sk);
         let mut out = Vec::new();
         for item in &items {
-            let Some(AttributeValue::B(block)) = item.get("cells") else {
-                return Err(StoreError::Corrupt("a cell block without cells".into()));
-            };
             out.extend(
-                decode_cells_where(block.as_ref(), &keep)
+                decode_cells_where(&block_of(item)?, &keep)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             );
         }
@@ -403,7 +438,10 @@ impl GoldStore for DynamoGold {
             for (chunk, block) in blocks.into_iter().enumerate() {
                 let sk = format!("{prefix}{chunk:05}");
                 let mut item = key(pks[requests.len() % CELL_SHARDS].clone(), sk);
-                item.insert("cells".into(), AttributeValue::B(Blob::new(block)));
+                item.insert(
+                    "zcells".into(),
+                    AttributeValue::B(Blob::new(compress(&block)?)),
+                );
                 requests.push(put(item)?);
             }
         }
@@ -539,6 +577,34 @@ mod tests {
                 ("012/000#".into(), 9),
             ],
         }
+    }
+
+    #[test]
+    fn blocks_are_stored_compressed_and_read_back() {
+        let block: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i / 7).to_le_bytes())
+            .collect();
+        let stored = compress(&block).expect("compressed");
+        assert!(stored.len() * 4 < block.len(), "{} bytes", stored.len());
+        let cut = stored[..stored.len() / 2].to_vec();
+        let item = Item::from([("zcells".to_owned(), AttributeValue::B(Blob::new(stored)))]);
+        assert_eq!(block_of(&item).expect("read").as_ref(), block.as_slice());
+        // Blocks written before the compression are read as they are.
+        let item = Item::from([(
+            "cells".to_owned(),
+            AttributeValue::B(Blob::new(block.clone())),
+        )]);
+        assert_eq!(block_of(&item).expect("read").as_ref(), block.as_slice());
+        // Damaged or oversized blocks are errors, not panics or huge allocations.
+        let bomb = compress(&vec![0u8; MAX_BLOCK_BYTES + 1]).expect("compressed");
+        for bad in [b"not zstd".to_vec(), cut, bomb] {
+            let item = Item::from([("zcells".to_owned(), AttributeValue::B(Blob::new(bad)))]);
+            assert!(matches!(block_of(&item), Err(StoreError::Corrupt(_))));
+        }
+        assert!(matches!(
+            block_of(&Item::new()),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]

@@ -429,6 +429,12 @@ async fn cell_blocks_are_spread_over_the_shards() {
             .send()
             .await
             .expect("query");
+        for item in found.items() {
+            assert!(
+                item.contains_key("zcells") && !item.contains_key("cells"),
+                "stored compressed"
+            );
+        }
         per_shard.push(found.count());
     }
     let (min, max) = (
