@@ -205,6 +205,16 @@ QUERY_MIX = [
 GOLD_REF_EVENTS = 103_075
 GOLD_REF_BYTES_PER_EVENT = (64_389_120 - 37_552_128) / 2 / 103_075
 GOLD_EXPONENT = math.log(207.66 / GOLD_REF_BYTES_PER_EVENT) / math.log(GOLD_REF_EVENTS / 9_948)
+# gold.rs stores each block compressed (Zstandard level 3, ZSTD_LEVEL). Stored / encoded bytes,
+# measured on the SQLite store of a day of 2,400,000 generated events (`streamcube demo --events
+# 2400000 --days 1`), its 8,200 blocks compressed one by one: the 24 hour levels (100,000 events
+# each on average) 277.05 -> 191.67 MB, the day level 117.57 -> 61.48 MB. Log-linear in a
+# level's events between the two points, held beyond them; --uncompressed-gold sets it to 1.
+GOLD_STORED = ((100_000, 191.67 / 277.05), (2_400_000, 61.48 / 117.57))
+# CPU of the compression on the build machine, `zstd -b3 -B300K` over those blocks (libzstd
+# 1.5): 128 MB/s compressing, 982 MB/s decompressing (in microseconds per encoded byte).
+ZSTD_COMPRESS_US_PER_BYTE = 1 / 128
+ZSTD_DECOMPRESS_US_PER_BYTE = 1 / 982
 # Cells per event of a level: 163,458 / 103,075 = 1.586 (hour-cells.json) and 995,184 / 298,435
 # = 3.335 at 9,948 events (store-month): cells/event = 1.586 * (N / 103,075) ** -0.318, ...
 CELLS_REF_PER_EVENT = 163_458 / 103_075
@@ -274,6 +284,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
            "the settle time is read again by the next run, which the model counts)")
     a("--gold-exponent", type=float, default=GOLD_EXPONENT,
       help="power of gold bytes per event against events per level (0: 130 B per event)")
+    a("--uncompressed-gold", action="store_true",
+      help="cell blocks stored as encoded, as before their compression")
     a("--ddb-single-ms", type=float, default=6,
       help="one GetItem, PutItem or DeleteItem (assumption)")
     a("--ddb-batch-ms", type=float, default=10,
@@ -331,6 +343,16 @@ def gold_bytes(events: float, a: argparse.Namespace) -> float:
     if events <= 0:
         return 0.0
     return events * GOLD_REF_BYTES_PER_EVENT * (events / GOLD_REF_EVENTS) ** -a.gold_exponent
+
+
+def gold_stored(events: float, a: argparse.Namespace) -> float:
+    """Bytes of those blocks as DynamoDB stores them (compressed): what storage, writes, reads
+    and their waits are billed and timed on. CPU stays on gold_bytes."""
+    if a.uncompressed_gold:
+        return gold_bytes(events, a)
+    (n0, r0), (n1, r1) = GOLD_STORED
+    f = min(1.0, max(0.0, math.log(max(events, 1) / n0) / math.log(n1 / n0)))
+    return gold_bytes(events, a) * (r0 + f * (r1 - r0))
 
 
 def level_cells(events: float) -> float:
@@ -464,19 +486,17 @@ def consolidation_run(
         # registry PutItem, the Queries of the new generation's keys (a repeat replaces), the
         # registry again with the record of the blocks
         u += single(a, wru=1 + math.ceil(RECORD_BYTES / DDB_WRITE_UNIT), rru=CELL_PKS, calls=3)
-        blocks = gold_bytes(events, a)
-        gold_out += blocks
-        u += gold_write(blocks, a)
+        gold_out += gold_bytes(events, a)
+        u += gold_write(gold_stored(events, a), a)
         if previous > 0:  # the hour's replaced generation
-            old = gold_bytes(previous, a)
+            old = gold_stored(previous, a)
             u += gold_keys(old, a) + gold_write(old, a) + single(a, wru=1)
     for events in untouched:  # gold.cells of each untouched hour, one after the other
-        blocks = gold_bytes(events, a)
-        gold_in += blocks
-        u += gold_read(blocks, a)
+        gold_in += gold_bytes(events, a)
+        u += gold_read(gold_stored(events, a), a)
     if build:
-        day_blocks = gold_bytes(day_events, a)
-        gold_out += day_blocks
+        day_blocks = gold_stored(day_events, a)
+        gold_out += gold_bytes(day_events, a)
         u += single(a, wru=1 + math.ceil(RECORD_BYTES / DDB_WRITE_UNIT), rru=CELL_PKS, calls=3) + gold_write(day_blocks, a)
     u += single(a, wru=1)  # the conditional manifest PutItem
     if build:
@@ -488,7 +508,7 @@ def consolidation_run(
         u += Units(glue_calls=1, seconds=a.glue_api_ms / 1000)  # GetPartition
         u += single(a, rru=1)  # reexport_if_replaced: the manifest again
     if build and replaces_day and day_events > read_events:  # the day's replaced generation
-        old = gold_bytes(day_events - read_events + sum(p for _, p in touched), a)
+        old = gold_stored(day_events - read_events + sum(p for _, p in touched), a)
         u += gold_keys(old, a) + gold_write(old, a) + single(a, wru=1)
     u += single(a, rru=1)  # sweep_orphans: the registry
     # CPU: the cube of the recomputed hours from their events, and what scales with the gold
@@ -497,6 +517,9 @@ def consolidation_run(
     ref_gold = gold_bytes(ref, a) + sum(gold_bytes(ref * x, a) for x in profile())
     us_per_byte = (CONSOLIDATE_US_PER_EVENT - CUBE_CPU_US_PER_EVENT) * ref / ref_gold
     cpu_s = (read_events * CUBE_CPU_US_PER_EVENT + (gold_in + gold_out) * us_per_byte) / 1e6
+    if not a.uncompressed_gold:  # the calibration day was measured on uncompressed blocks
+        cpu_s += (gold_out * ZSTD_COMPRESS_US_PER_BYTE
+                  + gold_in * ZSTD_DECOMPRESS_US_PER_BYTE) / 1e6
     return Run(units=u, cpu_s=cpu_s)
 
 
@@ -643,7 +666,7 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
                 continue
             day_events = sum(w[:h]) * E + live_h * k / n
             run = consolidation_run(touched, day_events, [], item_bytes, a, build=False)
-            runs_at.append((h, run, sum(gold_bytes(e, a) for e, _ in touched),
+            runs_at.append((h, run, sum(gold_stored(e, a) for e, _ in touched),
                             sum(e for e, _ in touched)))
     # The closing run, in the next day's first minutes: the day's last hour once more (with
     # the file that brings it, if any), the 23 others read back, the day level and exports.
@@ -653,7 +676,7 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
         run = consolidation_run([(last, last)], E, [E * x for x in w[:23]], item_bytes, a,
                                 build=True, replaces_day=False)
         closing_s = run.lambda_seconds()
-        runs_at.append((CLOSING, run, gold_bytes(E, a) + gold_bytes(last, a), last))
+        runs_at.append((CLOSING, run, gold_stored(E, a) + gold_stored(last, a), last))
     closing_cut = closing_s > CONSOLIDATOR_TIMEOUT_S
     # Each day is tried MAX_CLOSE_ATTEMPTS times, CLOSE_RETRY_S apart: at steady state, that
     # many attempts a day (the hours they start in, for the runs they share).
@@ -714,13 +737,13 @@ def gold_load(E: float, a: argparse.Namespace, hourly: bool) -> Units:
     w = profile()
     u = Units()
     for h in range(24):
-        u += gold_write(gold_bytes(E * w[h], a), a)
+        u += gold_write(gold_stored(E * w[h], a), a)
         if hourly:
-            old = gold_bytes(sum(w[:h]) * E, a)
-            u += gold_write(gold_bytes(sum(w[: h + 1]) * E, a), a)
+            old = gold_stored(sum(w[:h]) * E, a)
+            u += gold_write(gold_stored(sum(w[: h + 1]) * E, a), a)
             u += gold_keys(old, a) + gold_write(old, a) + single(a, wru=4, rru=3)
     if not hourly:
-        u += gold_write(gold_bytes(E, a), a) + single(a, wru=26, rru=2)
+        u += gold_write(gold_stored(E, a), a) + single(a, wru=26, rru=2)
     return u
 
 
@@ -775,10 +798,15 @@ def model(E: float, a: argparse.Namespace) -> dict:
     # Every query reaches the open day, which has no day level: its hours published so far
     # are read instead, 8 at a time, each like a day level. Queries follow the traffic's
     # profile over the day, so a query at hour h reads the hours up to h.
-    hour_bytes = [gold_bytes(E * x, a) for x in w]
+    # Decompressing the blocks read is CPU on top of the local answer time.
+    unzip_s = 0.0 if a.uncompressed_gold else (
+        ZSTD_DECOMPRESS_US_PER_BYTE / 1e6 / vcpu(MEMORY_MB["cube-query"]))
+    hour_bytes = [gold_stored(E * x, a) for x in w]
+    hour_raw = [gold_bytes(E * x, a) for x in w]
     q_rru, q_s = [], []
     for _name, days, share in QUERY_MIX:
-        day_read = gold_read(gold_bytes(E, a) * share, a)
+        day_read = gold_read(gold_stored(E, a) * share, a)
+        day_unzip = gold_bytes(E, a) * share * unzip_s
         closed = days - 1
         open_rru = open_s = 0.0
         for h in range(24):
@@ -786,10 +814,12 @@ def model(E: float, a: argparse.Namespace) -> dict:
             open_rru += w[h] * (2 + sum(r.rru for r in reads))
             rounds = math.ceil(len(reads) / 8)
             slowest = max(r.seconds for r in reads)
-            open_s += w[h] * (2 * a.ddb_single_ms / 1000 + rounds * slowest)
+            open_s += w[h] * (2 * a.ddb_single_ms / 1000 + rounds * slowest
+                              + sum(hour_raw[:h + 1]) * share * unzip_s)
         q_rru.append(closed * (2 + day_read.rru) + open_rru)
         q_s.append(QUERY_LOCAL_MS / 1000
-                   + closed * (2 * a.ddb_single_ms / 1000 + day_read.seconds) + open_s)
+                   + closed * (2 * a.ddb_single_ms / 1000 + day_read.seconds + day_unzip)
+                   + open_s)
     query_rru, query_s = sum(q_rru) / len(q_rru), sum(q_s) / len(q_s)
     gb_s += cons_gb_s + a.queries_per_day * query_s * MEMORY_MB["cube-query"] / 1024
     invocations += cons_inv + a.queries_per_day
@@ -804,7 +834,7 @@ def model(E: float, a: argparse.Namespace) -> dict:
     silver_gb = kept * (item_bytes + DDB_ITEM_OVERHEAD) / 1e9
     by_hour_gb = silver_gb  # projection ALL: a second copy of every item
     by_viewer_gb = kept * (BY_VIEWER_ITEM_BYTES + DDB_ITEM_OVERHEAD) / 1e9
-    gold_day = gold_bytes(E, a) + sum(gold_bytes(E * x, a) for x in w)
+    gold_day = gold_stored(E, a) + sum(gold_stored(E * x, a) for x in w)
     gold_gb = a.gold_days * gold_day / 1e9
     other_gb = (a.gold_days * paths["file"].files * (LEDGER_ITEM_BYTES + DDB_ITEM_OVERHEAD)
                 + a.titles * (CATALOG_ITEM_BYTES + DDB_ITEM_OVERHEAD)) / 1e9
