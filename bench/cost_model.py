@@ -497,7 +497,8 @@ def consolidation_run(
     if build:
         day_blocks = gold_stored(day_events, a)
         gold_out += gold_bytes(day_events, a)
-        u += single(a, wru=1 + math.ceil(RECORD_BYTES / DDB_WRITE_UNIT), rru=CELL_PKS, calls=3) + gold_write(day_blocks, a)
+        u += (single(a, wru=1 + math.ceil(RECORD_BYTES / DDB_WRITE_UNIT), rru=CELL_PKS, calls=3)
+              + gold_write(day_blocks, a))
     u += single(a, wru=1)  # the conditional manifest PutItem
     if build:
         day_cells = level_cells(day_events)
