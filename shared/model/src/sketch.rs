@@ -325,6 +325,19 @@ impl ViewerSketch {
         }
     }
 
+    /// Bytes the sketch holds on the heap, beside its own 32: none for one or two viewers, 8
+    /// a viewer up to [`SPARSE_MAX`] (with the vector's spare room), then the registers.
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        match &self.repr {
+            Repr::Sparse { hashes, .. } if hashes.spilled() => {
+                hashes.capacity() * std::mem::size_of::<u64>()
+            }
+            Repr::Sparse { .. } => 0,
+            Repr::Dense(_) => REGISTERS,
+        }
+    }
+
     /// `true` when the sketch uses the dense HyperLogLog representation,
     /// i.e. it has seen more than [`SPARSE_MAX`] distinct hashes.
     #[must_use]
@@ -735,6 +748,25 @@ mod tests {
 
     fn dense_sketch(n: u64, salt: u64) -> ViewerSketch {
         (0..n).map(|i| mix(i ^ (salt << 40))).collect()
+    }
+
+    #[test]
+    fn heap_bytes_follow_the_representation() {
+        assert_eq!(ViewerSketch::new().heap_bytes(), 0);
+        assert_eq!(
+            sketch_of(&[1, 2]).heap_bytes(),
+            0,
+            "two viewers stay inline"
+        );
+        let sparse = sketch_of(&(0..100).collect::<Vec<_>>());
+        assert!(
+            (800..=2 * 800).contains(&sparse.heap_bytes()),
+            "{}",
+            sparse.heap_bytes()
+        );
+        let dense = dense_sketch(SPARSE_MAX as u64 + 1, 0);
+        assert!(dense.is_dense());
+        assert_eq!(dense.heap_bytes(), REGISTERS);
     }
 
     #[test]
