@@ -182,6 +182,16 @@ CONSOLIDATE_US_PER_EVENT = 6.3e6 / 200_000
 CONSOLIDATE_REF_EVENTS = 200_000
 # bench/query_latency.sh: answers p50 7-29 ms over HTTP on the embedded backend.
 QUERY_LOCAL_MS = 25
+# shared/pipeline/src/query.rs: days read at once, at most, the memory their cells may take,
+# and the hour levels of a day read at once.
+DAY_READS = 8
+READ_AHEAD_BYTES = 128 << 20
+HOUR_READS = 8
+# A day's cells in memory against their encoded bytes, at most about twice: 136 bytes a cell
+# (coordinates, measures, a sketch holding up to two viewers inline) against 82 to 202 encoded
+# (gold_bytes / level_cells from 100,000 to 10M events), a sparse sketch 8 bytes a viewer in
+# both, a dense one 16 KiB of registers against 12 KiB.
+QUERY_MEMORY_PER_BYTE = 2.0
 # The dashboard queries of bench/query_latency.sh, taken as the query mix: (query, days read,
 # share of a day's day-level block bytes it reads). Shares measured per cuboid in
 # bench/out/store-month-300000 (day level); denser data moves bytes towards the title cuboids.
@@ -795,32 +805,44 @@ def model(E: float, a: argparse.Namespace) -> dict:
     # cube-query (query.rs): per day read, the manifest twice (consistent GetItem), then the
     # level's record of its blocks (consistent GetItem) and an eventually consistent Query of
     # each shard holding blocks of the cuboid (the top 10: of the country's part), at once
-    # (gold_read); the days one after the other.
-    # Every query reaches the open day, which has no day level: its hours published so far
-    # are read instead, 8 at a time, each like a day level. Queries follow the traffic's
+    # (gold_read). The first day is read alone; then up to DAY_READS days at once, as many as
+    # READ_AHEAD_BYTES holds at the size of a day's cells in memory (QUERY_MEMORY_PER_BYTE of
+    # the blocks' bytes), and each round waits for its slowest day.
+    # Every query reaches the open day, its last, which has no day level: its hours published so
+    # far are read instead, 8 at a time, each like a day level. Queries follow the traffic's
     # profile over the day, so a query at hour h reads the hours up to h.
-    # Decompressing the blocks read is CPU on top of the local answer time.
+    # Decompressing the blocks read is CPU on top of the local answer time, one day after the
+    # other.
     unzip_s = 0.0 if a.uncompressed_gold else (
         ZSTD_DECOMPRESS_US_PER_BYTE / 1e6 / vcpu(MEMORY_MB["cube-query"]))
     hour_bytes = [gold_stored(E * x, a) for x in w]
     hour_raw = [gold_bytes(E * x, a) for x in w]
+    single_s = a.ddb_single_ms / 1000
     q_rru, q_s = [], []
     for _name, days, share in QUERY_MIX:
         day_read = gold_read(gold_stored(E, a) * share, a)
-        day_unzip = gold_bytes(E, a) * share * unzip_s
+        day_raw = gold_bytes(E, a) * share
+        at_once = max(1, min(DAY_READS, int(READ_AHEAD_BYTES
+                                            // max(1.0, day_raw * QUERY_MEMORY_PER_BYTE))))
         closed = days - 1
-        open_rru = open_s = 0.0
+        closed_s = 2 * single_s + day_read.seconds
+        open_rru = query_s = 0.0
         for h in range(24):
             reads = [gold_read(b * share, a) for b in hour_bytes[:h + 1]]
             open_rru += w[h] * (2 + sum(r.rru for r in reads))
-            rounds = math.ceil(len(reads) / 8)
-            slowest = max(r.seconds for r in reads)
-            open_s += w[h] * (2 * a.ddb_single_ms / 1000 + rounds * slowest
-                              + sum(hour_raw[:h + 1]) * share * unzip_s)
+            open_s = (2 * single_s + math.ceil(len(reads) / HOUR_READS)
+                      * max(r.seconds for r in reads))
+            if closed == 0:
+                waits = open_s
+            else:
+                # The first closed day alone, then the others and the open day in rounds; the
+                # open day is in the last round.
+                rounds = math.ceil(closed / at_once)
+                waits = closed_s + (rounds - 1) * closed_s + max(closed_s, open_s)
+            unzip = (closed * day_raw + sum(hour_raw[:h + 1]) * share) * unzip_s
+            query_s += w[h] * (waits + unzip)
         q_rru.append(closed * (2 + day_read.rru) + open_rru)
-        q_s.append(QUERY_LOCAL_MS / 1000
-                   + closed * (2 * a.ddb_single_ms / 1000 + day_read.seconds + day_unzip)
-                   + open_s)
+        q_s.append(QUERY_LOCAL_MS / 1000 + query_s)
     query_rru, query_s = sum(q_rru) / len(q_rru), sum(q_s) / len(q_s)
     gb_s += cons_gb_s + a.queries_per_day * query_s * MEMORY_MB["cube-query"] / 1024
     invocations += cons_inv + a.queries_per_day
