@@ -183,16 +183,19 @@ SILVER_COLUMNS = [
     "origin_line",
 ]
 # A row is written unless its id is in the id index (silver_ids, which this job brings up to
-# date at the end of each file); `seq` continues from silver_meta.last_seq, as streamcube's does.
+# date at the end of each file): the index is keyed by the id's hash (id_hash(), see
+# register_id_hash), and a row found through it is the id's only if its event_id is.
+# `seq` continues from silver_meta.last_seq, as streamcube's does.
 INSERT_SQL = (
     f"INSERT INTO silver_events (seq, {', '.join(SILVER_COLUMNS)}) "
     f"SELECT {', '.join(f'?{i}' for i in range(1, len(SILVER_COLUMNS) + 2))} "
-    "WHERE NOT EXISTS (SELECT 1 FROM silver_ids WHERE event_id = ?2)"
+    "WHERE NOT EXISTS (SELECT 1 FROM silver_ids i CROSS JOIN silver_events e "
+    "WHERE i.id_hash = id_hash(?2) AND e.seq = i.seq AND e.event_id = ?2)"
 )
 # The file's new rows into the id index in one sorted pass, and silver_meta to match.
 INDEX_SQL = (
-    "INSERT INTO silver_ids (event_id, seq) "
-    "SELECT event_id, seq FROM silver_events WHERE seq > ? ORDER BY event_id"
+    "INSERT INTO silver_ids (id_hash, seq) "
+    "SELECT id_hash(event_id), seq FROM silver_events WHERE seq > ? ORDER BY 1, 2"
 )
 CHANGES_SQL = (
     "INSERT INTO silver_changes(hour, counter, acked) VALUES (?, 1, 0) "
@@ -222,8 +225,9 @@ def streamcube_schema() -> str:
 def create_schema(con: sqlite3.Connection) -> None:
     """streamcube's schema in `con`, with silver_events as this job writes it."""
     con.executescript(streamcube_schema())
-    # The row streamcube's migration writes into a new file.
-    con.execute("INSERT OR IGNORE INTO silver_meta VALUES (0, 0, 0, 0)")
+    # The row streamcube's migration writes into a new file, with a random seed for the ids'
+    # hash.
+    con.execute("INSERT OR IGNORE INTO silver_meta VALUES (0, 0, 0, 0, random())")
     # `seq` is the row's arrival number, which SQLite assigns.
     columns = {row[1] for row in con.execute("PRAGMA table_info(silver_events)")} - {"seq"}
     if columns != set(SILVER_COLUMNS):
@@ -372,6 +376,25 @@ def read_header(path: Path) -> list[str]:
             )
     # Columns outside the contract are read (their bytes must be UTF-8) but not kept.
     return [n if n in CONTRACT else f"_ignored_{i}" for i, n in enumerate(names)]
+
+
+def register_id_hash(con: sqlite3.Connection) -> None:
+    """The SQL function id_hash(text) of the store in `con`, as streamcube's `register_id_hash`
+    defines it: XXH3 (64 bits) of the id's UTF-8 bytes, seeded with silver_meta.id_seed, as a
+    signed 64-bit integer."""
+    import xxhash
+
+    (stored,) = con.execute("SELECT id_seed FROM silver_meta WHERE id = 0").fetchone()
+    seed = stored & 0xFFFF_FFFF_FFFF_FFFF
+    hash64 = xxhash.xxh3_64_intdigest
+
+    def id_hash(event_id: str | None) -> int | None:
+        if event_id is None:
+            return None
+        h = hash64(event_id.encode("utf-8"), seed)
+        return h - (1 << 64) if h >= 1 << 63 else h
+
+    con.create_function("id_hash", 1, id_hash, deterministic=True)
 
 
 def per_value(col, rule):
@@ -678,6 +701,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     for p in PRAGMAS:
         con.execute(p)
     create_schema(con)
+    register_id_hash(con)
     for name in args.files:
         path = Path(name)
         if not path.exists():

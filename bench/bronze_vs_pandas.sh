@@ -32,9 +32,10 @@
 # CARGO_TARGET_DIR and CARGO_BUILD_JOBS apply to the build as usual. A random pseudonymization
 # key is drawn for each invocation and given to both tools.
 #
-# Needs python3 (with venv) and cargo. It creates or completes bench/.venv with pinned pandas
-# and numpy from PyPI, keeps generated data in bench/out/data-bronze-*/ (reused when present)
-# and results in bench/out/results-bronze-*/ (the last run's streamcube data directory,
+# Needs python3 (with venv) and cargo. It creates or completes bench/.venv with pinned pandas,
+# numpy and xxhash (the pandas job's hash for the id index both tools write) from PyPI, keeps
+# generated data in bench/out/data-bronze-*/ (reused when present) and results in
+# bench/out/results-bronze-*/ (the last run's streamcube data directory,
 # pandas database, quarantines and reports, kept for inspection: with --big they take about
 # 12 GB); bench/out/bronze-last-run.txt is a copy of the output. Both folders are gitignored.
 # Peak RSS comes from wait4() on each measured process (bench/cube_vs_duckdb.py measure); the
@@ -51,6 +52,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PANDAS_VERSION="2.3.3"
 NUMPY_VERSION="2.3.5"
+XXHASH_VERSION="4.1.0"
 JOB="$HERE/bronze_pandas.py"
 SUMMARY="$OUT/bronze-summary.jsonl"
 # Starts in the past: both tools reject events more than 5 minutes in the future (by the wall
@@ -89,11 +91,11 @@ STREAMCUBE_PSEUDONYM_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 export STREAMCUBE_PSEUDONYM_KEY
 
 setup() {
-    venv_with "pandas==$PANDAS_VERSION" "numpy==$NUMPY_VERSION"
+    venv_with "pandas==$PANDAS_VERSION" "numpy==$NUMPY_VERSION" "xxhash==$XXHASH_VERSION"
     release_bin "$SKIP_BUILD"
     local sqlite
     sqlite="$("$PY" -c 'import sqlite3; print(sqlite3.sqlite_version)')"
-    machine_and_versions "$(py_versions pandas numpy), SQLite $sqlite (pandas job)"
+    machine_and_versions "$(py_versions pandas numpy xxhash), SQLite $sqlite (pandas job)"
 }
 
 # run_set LABEL FILE ROWS [BASE]: times both tools on FILE and checks their results. BASE is

@@ -1,14 +1,15 @@
 //! What writing silver costs in SQLite, by layout: the bronze benchmark's goal (20x the pandas
 //! job) needs a layout several times cheaper to write than a row per event, and this measures
-//! two candidates against the one in use, on the storage alone (no reading, validation or
+//! the candidates side by side, on the storage alone (no reading, validation or
 //! pseudonymization, no lookups: a new store).
 //!
-//! - `rows`: silver as `sqlite.rs` writes it (schema 6): a row per event in `silver_events`
+//! - `rows`: silver as `sqlite.rs` wrote it up to schema 6: a row per event in `silver_events`
 //!   with its hour index, and the ids added to `silver_ids` (text key) in sorted passes of
 //!   250,000; batches of 100,000 events, one transaction each.
 //! - `rows-no-ids`: the same without the id passes, to show their share.
 //! - `rows-hashed-ids`: the same with the id index keyed by a 64-bit hash of the id and the seq
-//!   (`WITHOUT ROWID`, 16 bytes a key instead of some 45) instead of the id's text.
+//!   (`WITHOUT ROWID`, 16 bytes a key instead of some 45) instead of the id's text: the layout
+//!   of schema 7, in use (the store's hash is XXH3; which 64-bit hash changes nothing here).
 //! - `blocks`: a batch's events grouped by hour, each group one row holding the events encoded
 //!   end to end (`silver_blocks`, indexed by hour), and the ids as sorted runs of (64-bit hash,
 //!   seq) pairs written 4,096 to a row (`silver_id_runs`), one run per 250,000 ids.
@@ -110,7 +111,7 @@ fn seq(batch: usize, i: usize) -> i64 {
 #[derive(Clone, Copy, PartialEq)]
 enum Ids {
     None,
-    /// `silver_ids` as the store has it: the id's text as the key.
+    /// `silver_ids` as schema 6 had it: the id's text as the key.
     Text,
     /// Keyed by a 64-bit hash of the id and the seq (a lookup would compare the row's id).
     Hashed,

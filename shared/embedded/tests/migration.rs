@@ -116,7 +116,7 @@ async fn a_first_layout_store_is_migrated_on_open() {
     let version: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
     let tables: Vec<String> = c
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .expect("sql")
@@ -351,16 +351,15 @@ async fn a_version_4_viewer_index_is_keyed_by_prefix() {
         found(silver.viewer_events(&two).await.expect("two")),
         ids_of(1)
     );
-    // The ids came through as they were: a replay is recognised, a deletion unindexes.
-    let stored = silver.hour_events(HOUR).await.expect("hour")[0].clone();
-    assert_eq!(stored.origin, "bronze/a.csv#v1:2");
+    // The ids came through, keyed by their hash now: a replay of each is recognised, a
+    // deletion unindexes.
+    let all = silver.hour_events(HOUR).await.expect("hour");
     assert_eq!(
-        silver
-            .put_new(std::slice::from_ref(&stored))
-            .await
-            .expect("put"),
-        [PutOutcome::AlreadyStored]
+        silver.put_new(&all).await.expect("put"),
+        vec![PutOutcome::AlreadyStored; 40]
     );
+    let stored = all[0].clone();
+    assert_eq!(stored.origin, "bronze/a.csv#v1:2");
     // A row written now keeps its file's origin once; the hour reads both kinds whole, and a
     // replay of the new row from its file and line is recognised too.
     let mut new = stored;
@@ -402,7 +401,20 @@ async fn a_version_4_viewer_index_is_keyed_by_prefix() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .expect("index");
-    assert_eq!((version, rows, keys), (6, 39, 1));
+    assert_eq!((version, rows, keys), (7, 39, 1));
+    // The index of ids: the 39 old rows left, by hash (the new row is kept in memory until a
+    // pass), with a seed drawn for the store.
+    let (ids, hashed, seed): (i64, i64, i64) = c
+        .query_row(
+            "SELECT (SELECT count(*) FROM silver_ids),
+                    (SELECT count(*) FROM pragma_table_info('silver_ids') WHERE name = 'id_hash'),
+                    id_seed FROM silver_meta",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("id index");
+    assert_eq!((ids, hashed), (39, 1));
+    assert_ne!(seed, 0);
     // The old rows' origins stay text; the new row's is its file's id and its line.
     let kept: (i64, i64) = c
         .query_row(
