@@ -183,20 +183,18 @@ SILVER_COLUMNS = [
     "origin_line",
 ]
 # A row is written unless its id is in the id index (silver_ids, which this job brings up to
-# date at the end of each file): the index is keyed by the id's hash (id_hash(), see
-# register_id_hash), and a row found through it is the id's only if its event_id is.
-# `seq` continues from silver_meta.last_seq, as streamcube's does.
+# date at the end of each file): the index is keyed by the id's hash (the last parameter, see
+# id_keys), and a row found through it is the id's only if its event_id is. `seq` continues
+# from silver_meta.last_seq, as streamcube's does.
 INSERT_SQL = (
     f"INSERT INTO silver_events (seq, {', '.join(SILVER_COLUMNS)}) "
     f"SELECT {', '.join(f'?{i}' for i in range(1, len(SILVER_COLUMNS) + 2))} "
     "WHERE NOT EXISTS (SELECT 1 FROM silver_ids i CROSS JOIN silver_events e "
-    "WHERE i.id_hash = id_hash(?2) AND e.seq = i.seq AND e.event_id = ?2)"
+    f"WHERE i.id_hash = ?{len(SILVER_COLUMNS) + 2} AND e.seq = i.seq AND e.event_id = ?2)"
 )
-# The file's new rows into the id index in one sorted pass, and silver_meta to match.
-INDEX_SQL = (
-    "INSERT INTO silver_ids (id_hash, seq) "
-    "SELECT id_hash(event_id), seq FROM silver_events WHERE seq > ? ORDER BY 1, 2"
-)
+# The file's new rows into the id index, in key order (one sorted pass), and silver_meta to
+# match.
+INDEX_SQL = "INSERT INTO silver_ids (id_hash, seq) VALUES (?, ?)"
 CHANGES_SQL = (
     "INSERT INTO silver_changes(hour, counter, acked) VALUES (?, 1, 0) "
     "ON CONFLICT(hour) DO UPDATE SET counter = counter + 1"
@@ -378,23 +376,21 @@ def read_header(path: Path) -> list[str]:
     return [n if n in CONTRACT else f"_ignored_{i}" for i, n in enumerate(names)]
 
 
-def register_id_hash(con: sqlite3.Connection) -> None:
-    """The SQL function id_hash(text) of the store in `con`, as streamcube's `register_id_hash`
-    defines it: XXH3 (64 bits) of the id's UTF-8 bytes, seeded with silver_meta.id_seed, as a
-    signed 64-bit integer."""
+def id_keys(con: sqlite3.Connection, event_ids: list[str]):
+    """The keys of `event_ids` in silver_ids of the store in `con`, as streamcube computes
+    them (`id_hash` in shared/embedded/src/idmap.rs): XXH3 (64 bits) of the id's UTF-8 bytes,
+    seeded with silver_meta.id_seed, read as a signed 64-bit integer. One call per id, in a
+    loop of Python's own (neither numpy nor pandas has XXH3)."""
+    import numpy as np
     import xxhash
 
     (stored,) = con.execute("SELECT id_seed FROM silver_meta WHERE id = 0").fetchone()
     seed = stored & 0xFFFF_FFFF_FFFF_FFFF
     hash64 = xxhash.xxh3_64_intdigest
-
-    def id_hash(event_id: str | None) -> int | None:
-        if event_id is None:
-            return None
-        h = hash64(event_id.encode("utf-8"), seed)
-        return h - (1 << 64) if h >= 1 << 63 else h
-
-    con.create_function("id_hash", 1, id_hash, deterministic=True)
+    hashes = np.fromiter(
+        (hash64(i.encode("utf-8"), seed) for i in event_ids), dtype=np.uint64, count=len(event_ids)
+    )
+    return hashes.view(np.int64)
 
 
 def per_value(col, rule):
@@ -589,6 +585,8 @@ def ingest_file(path: Path, con: sqlite3.Connection, lake: Path, key_secret: byt
     countries = np.array(countries, dtype=object)
     hours = occurred_ms // MS_PER_HOUR
     inserted = 0
+    keys = id_keys(con, id_values[keep].tolist())
+    lap("hash ids")
     con.execute("BEGIN IMMEDIATE")
     try:
         # The file's origin, once: each row holds its line and the file's id.
@@ -601,6 +599,7 @@ def ingest_file(path: Path, con: sqlite3.Connection, lake: Path, key_secret: byt
         through, last_seq = con.execute(
             "SELECT indexed_through, last_seq FROM silver_meta WHERE id = 0"
         ).fetchone()
+        seqs = np.arange(last_seq + 1, last_seq + 1 + len(keep), dtype=np.int64)
         for start in range(0, len(keep), INSERT_SLICE):
             rows = keep[start : start + INSERT_SLICE]
             bitrate = numbers["bitrate_kbps"][rows]
@@ -621,9 +620,21 @@ def ingest_file(path: Path, con: sqlite3.Connection, lake: Path, key_secret: byt
                 itertools.repeat(""),
                 itertools.repeat(file_id),
                 lines[rows].tolist(),
+                keys[start : start + len(rows)].tolist(),
             )
             inserted += con.executemany(INSERT_SQL, tuples).rowcount
-        con.execute(INDEX_SQL, (through,))
+        # The rows written (a row already in silver from an earlier file was not), by key.
+        written = np.ones(len(keep), dtype=bool)
+        if inserted < len(keep):
+            stored = np.fromiter(
+                (r[0] for r in con.execute("SELECT seq FROM silver_events WHERE seq > ?", (through,))),
+                dtype=np.int64,
+            )
+            written = np.isin(seqs, stored)
+        order = np.lexsort((seqs[written], keys[written]))
+        con.executemany(
+            INDEX_SQL, zip(keys[written][order].tolist(), seqs[written][order].tolist())
+        )
         last_seq += len(keep)
         con.execute(
             "UPDATE silver_meta SET indexed_through = ?1, last_seq = ?1 WHERE id = 0", (last_seq,)
@@ -701,7 +712,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     for p in PRAGMAS:
         con.execute(p)
     create_schema(con)
-    register_id_hash(con)
     for name in args.files:
         path = Path(name)
         if not path.exists():
@@ -815,6 +825,32 @@ def cmd_check(args: argparse.Namespace) -> int:
                     out[r["line"]] = (r["raw"], errs)
         return out
 
+    # Each store's id index: the XXH3 key (with that store's seed) and seq of every row up to its
+    # indexed_through, and nothing else. Computed here in Python, so streamcube's keys are
+    # checked against another implementation of XXH3 too.
+    import xxhash
+
+    def key_of(seed: int, event_id: str) -> int:
+        h = xxhash.xxh3_64_intdigest(event_id.encode("utf-8"), seed & 0xFFFF_FFFF_FFFF_FFFF)
+        return h - (1 << 64) if h >= 1 << 63 else h
+
+    con.create_function("key_of", 2, key_of, deterministic=True)
+    index_off = {}
+    for a in ("sc", "pj"):
+        index_off[a] = scalar(
+            f"SELECT (SELECT count(*) FROM {a}.silver_events e, {a}.silver_meta m"
+            "         WHERE e.seq <= m.indexed_through AND NOT EXISTS ("
+            f"            SELECT 1 FROM {a}.silver_ids i"
+            "             WHERE i.id_hash = key_of(m.id_seed, e.event_id) AND i.seq = e.seq))"
+            f"     + abs((SELECT count(*) FROM {a}.silver_ids)"
+            f"         - (SELECT count(*) FROM {a}.silver_events e, {a}.silver_meta m"
+            "              WHERE e.seq <= m.indexed_through))"
+        )
+    print(
+        f"  id index entries missing or extra: streamcube {index_off['sc']:,}, "
+        f"pandas job {index_off['pj']:,}"
+    )
+
     q_sc = quarantine(sc_dir / "lake", sc)
     q_pj = quarantine(pd_lake, pj)
     q_diff = sorted(k for k in set(q_sc) | set(q_pj) if q_sc.get(k) != q_pj.get(k))
@@ -833,6 +869,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         ("same set of event_ids in both silver tables", ids_same),
         ("identical shared silver rows (every column: pseudonym, hour, origin...)", not differing),
         ("identical quarantine (line, raw text, reasons)", not q_diff),
+        ("each id index holds the XXH3 key of exactly its indexed rows", not any(index_off.values())),
     ]
     print()
     for label, ok in checks:
