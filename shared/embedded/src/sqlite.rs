@@ -31,20 +31,18 @@ use streamcube_pipeline::ports::{
 ///   itself dirtied one page per event per commit;
 /// - the id index (`silver_ids`: a 64-bit hash of `event_id`, `seq`) is not written per event
 ///   either: it holds the ids of the rows up to `silver_meta.indexed_through`, and the ids of the
-///   rows after it
-///   ([`ID_FLUSH_ROWS`] to [`ID_FLUSH_MAX_ROWS`] or so) are kept in memory by the writing
-///   connection ([`RecentIds`]), which adds them to the index in one sorted pass when there are
-///   enough of them. A unique index written per event cost one random page per event per commit
-///   (4 KiB of log for an event of 150 bytes); a pass of sorted ids writes each page of the
-///   index once. The index holds a hash of the id (XXH3 with the store's seed,
+///   rows after it ([`ID_FLUSH_ROWS`] to [`ID_FLUSH_MAX_ROWS`] or so) are kept in memory by the
+///   writing connection ([`RecentIds`]), which adds them to the index in one sorted pass when
+///   there are enough of them. A unique index written per event cost one random page per event
+///   per commit (4 KiB of log for an event of 150 bytes); a pass of sorted ids writes each page
+///   of the index once. The index holds a hash of the id (XXH3 with the store's seed,
 ///   `silver_meta.id_seed`), not its text: 16 bytes a key instead of 45 or so, so it is a third
 ///   of the pages to write at each pass and to read through; a lookup compares the id of the row
-///   its hash names, so ids whose hashes collide are told apart. In alternating runs writing
-///   10,000,000 rows' storage alone (`examples/silver_layouts.rs`), 39.8 s with hashed keys
-///   against 65.2-66.9 s with the ids' text. Deduplication looks in memory, then in the index;
-///   every write runs under
-///   SQLite's write lock and first catches up with what other processes committed (see
-///   [`RecentIds`]);
+///   its hash names, so ids whose hashes collide are told apart. Writing 10,000,000 rows'
+///   storage alone (`examples/silver_layouts.rs`) took 39.8 s with hashed keys against 65.2 to
+///   66.9 s with the ids' text. Deduplication looks in memory, then in the index; every write
+///   runs under SQLite's write lock and first catches up with what other processes committed
+///   (see [`RecentIds`]);
 /// - the viewer index (`silver_viewers`: hour, `viewer_prefix`, `seq`) is not written per event
 ///   but per hour, when the hour's changes are acknowledged ([`ChangeFeed::ack`]), in one sorted
 ///   pass that appends the hour's part of the index (a global viewer key would dirty most of the
