@@ -626,10 +626,8 @@ def ingest_file(path: Path, con: sqlite3.Connection, lake: Path, key_secret: byt
         # The rows written (a row already in silver from an earlier file was not), by key.
         written = np.ones(len(keep), dtype=bool)
         if inserted < len(keep):
-            stored = np.fromiter(
-                (r[0] for r in con.execute("SELECT seq FROM silver_events WHERE seq > ?", (through,))),
-                dtype=np.int64,
-            )
+            new_rows = con.execute("SELECT seq FROM silver_events WHERE seq > ?", (through,))
+            stored = np.fromiter((r[0] for r in new_rows), dtype=np.int64)
             written = np.isin(seqs, stored)
         order = np.lexsort((seqs[written], keys[written]))
         con.executemany(
@@ -869,7 +867,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         ("same set of event_ids in both silver tables", ids_same),
         ("identical shared silver rows (every column: pseudonym, hour, origin...)", not differing),
         ("identical quarantine (line, raw text, reasons)", not q_diff),
-        ("each id index holds the XXH3 key of exactly its indexed rows", not any(index_off.values())),
+        (
+            "each id index holds the XXH3 key of exactly its indexed rows",
+            not any(index_off.values()),
+        ),
     ]
     print()
     for label, ok in checks:
