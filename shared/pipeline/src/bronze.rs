@@ -655,46 +655,55 @@ impl Pipeline {
             let r = silver.put_new_bulk(Arc::clone(&events)).await;
             (events, r)
         };
-        // The ids of the batches in flight. A batch repeating one of them waits for them all:
-        // the first occurrence in the file must be written (and win) before a later one is
-        // tried, however slowly the store answers the earlier batch.
+        // The ids of the batches in flight. Within a file the first occurrence of an id wins
+        // (the contract's deduplication): a later row repeating an id in flight is a duplicate
+        // whatever that write answers (the first occurrence is stored by it, or was stored
+        // before, or the write fails and so does the file), so it is counted as one and not
+        // written. The batches in flight then share no id, and their writes may land in any
+        // order: none of them waits for another.
         let mut inflight_ids: HashSet<String> = HashSet::new();
         let mut failure: Option<StoreError> = None;
-        while let Some(Batch { events, rejected }) = rx.recv().await {
+        let mut reading = true;
+        loop {
+            // The writes in flight are polled while the next batch is awaited, so a write
+            // starts when its batch arrives and the store is never left idle between them.
+            let batch = tokio::select! {
+                biased;
+                Some(done) = inflight.next(), if !inflight.is_empty() => {
+                    if let Err(e) = settle(&mut report, &mut inflight_ids, done) {
+                        failure.get_or_insert(e);
+                    }
+                    continue;
+                }
+                batch = rx.recv(), if reading
+                    && failure.is_none()
+                    && inflight.len() < self.config.write_concurrency => batch,
+                else => break,
+            };
+            let Some(Batch {
+                mut events,
+                rejected,
+            }) = batch
+            else {
+                // The reader is done: the writes in flight are settled above, then the loop ends.
+                reading = false;
+                continue;
+            };
             for r in rejected {
                 report.rows += 1;
                 report.reject(&r.errors);
                 quarantine.write(&r).await?;
             }
+            report.rows += events.len() as u64;
+            let before = events.len();
+            events.retain(|e| !inflight_ids.contains(&e.event_id));
+            report.duplicates += (before - events.len()) as u64;
             if !events.is_empty() {
-                report.rows += events.len() as u64;
-                if events.iter().any(|e| inflight_ids.contains(&e.event_id)) {
-                    while let Some(done) = inflight.next().await {
-                        if let Err(e) = settle(&mut report, &mut inflight_ids, done) {
-                            failure.get_or_insert(e);
-                        }
-                    }
-                }
                 inflight_ids.extend(events.iter().map(|e| e.event_id.clone()));
                 inflight.push(write(Arc::clone(&self.stores.silver), events));
-                while inflight.len() >= self.config.write_concurrency {
-                    if let Some(done) = inflight.next().await
-                        && let Err(e) = settle(&mut report, &mut inflight_ids, done)
-                    {
-                        failure.get_or_insert(e);
-                    }
-                }
-            }
-            if failure.is_some() {
-                break;
             }
         }
         drop(rx);
-        while let Some(done) = inflight.next().await {
-            if let Err(e) = settle(&mut report, &mut inflight_ids, done) {
-                failure.get_or_insert(e);
-            }
-        }
         if let Some(e) = failure {
             return Err(e.into());
         }

@@ -33,7 +33,9 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use scenario::{Checkpoint, Data, Options, Outcome, run};
-use streamcube_pipeline::ports::Level;
+use streamcube_model::event::SilverEvent;
+use streamcube_model::pseudonym::Pseudonym;
+use streamcube_pipeline::ports::{Level, PutOutcome, SilverStore, StoreResult};
 use wrap::{Faults, Kind, Violation};
 
 /// Cases run at once (the machine has two cores).
@@ -311,28 +313,14 @@ async fn a_lost_flip_never_deletes_the_published_generation() {
 /// Within one file the first occurrence of an event id wins (the contract's deduplication),
 /// even when the write of an earlier batch of rows is slow. Found by this file's fault loop: the
 /// file's write batches are in flight together (`write_concurrency`), and a later row with the
-/// same id was stored when the batch with the first occurrence was answered late. A batch that
-/// repeats an id in flight now waits for the batches before it.
+/// same id was stored when the batch with the first occurrence was answered late. A row that
+/// repeats an id in flight is now a duplicate without being written (see the next test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_occurrence_in_a_file_wins_when_its_write_is_slow() {
     use object_store::ObjectStoreExt;
     use object_store::path::Path;
 
-    // 1,200 rows: line 700 repeats the id of line 2 with other measures.
-    let mut csv = String::from(streamcube_datagen::EVENTS_HEADER);
-    for i in 1..=1_200u32 {
-        let (id, watch) = if i == 699 {
-            ("race-0001".to_owned(), 7_777)
-        } else {
-            (format!("race-{i:04}"), 60)
-        };
-        csv.push_str(&format!(
-            "{id},2026-11-10T10:{:02}:{:02}Z,v{},c000001,tv,BR,{watch},3000,0,false\n",
-            i / 60 % 60,
-            i % 60,
-            i % 50
-        ));
-    }
+    let csv = race_csv();
     let key = "events/race.csv";
     let land = async |faults: &std::sync::Arc<Faults>| {
         let dir = tempfile::tempdir().expect("tmp");
@@ -376,5 +364,131 @@ async fn the_first_occurrence_in_a_file_wins_when_its_write_is_slow() {
         (stored.watch_seconds, stored.origin.as_str()),
         (60, "events/race.csv#v1:2"),
         "the first occurrence (line 2) must win: {stored:?}"
+    );
+}
+
+/// 1,200 rows of one hour: line 700 repeats the id of line 2 with other measures.
+fn race_csv() -> String {
+    let mut csv = String::from(streamcube_datagen::EVENTS_HEADER);
+    for i in 1..=1_200u32 {
+        let (id, watch) = if i == 699 {
+            ("race-0001".to_owned(), 7_777)
+        } else {
+            (format!("race-{i:04}"), 60)
+        };
+        csv.push_str(&format!(
+            "{id},2026-11-10T10:{:02}:{:02}Z,v{},c000001,tv,BR,{watch},3000,0,false\n",
+            i / 60 % 60,
+            i % 60,
+            i % 50
+        ));
+    }
+    csv
+}
+
+/// Silver whose first bulk write is answered only once a second one has been called (or after
+/// [`Overlap::PATIENCE`]): whether a file's writes are in flight together.
+struct Overlap {
+    inner: std::sync::Arc<dyn SilverStore>,
+    calls: std::sync::atomic::AtomicUsize,
+    second: tokio::sync::Notify,
+    overlapped: std::sync::atomic::AtomicBool,
+}
+
+impl Overlap {
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+}
+
+#[async_trait::async_trait]
+impl SilverStore for Overlap {
+    async fn put_new(&self, events: &[SilverEvent]) -> StoreResult<Vec<PutOutcome>> {
+        self.inner.put_new(events).await
+    }
+
+    async fn put_new_bulk(
+        &self,
+        events: std::sync::Arc<Vec<SilverEvent>>,
+    ) -> StoreResult<Vec<PutOutcome>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.calls.fetch_add(1, SeqCst) == 0 {
+            let second = tokio::time::timeout(Self::PATIENCE, self.second.notified()).await;
+            self.overlapped.store(second.is_ok(), SeqCst);
+        } else {
+            self.second.notify_one();
+        }
+        self.inner.put_new_bulk(events).await
+    }
+
+    async fn hour_events(&self, hour: i64) -> StoreResult<Vec<SilverEvent>> {
+        self.inner.hour_events(hour).await
+    }
+
+    async fn viewer_events(&self, viewer: &Pseudonym) -> StoreResult<Vec<(String, i64)>> {
+        self.inner.viewer_events(viewer).await
+    }
+
+    async fn delete(&self, event_ids: &[String]) -> StoreResult<u64> {
+        self.inner.delete(event_ids).await
+    }
+}
+
+/// A batch that repeats an id of a batch in flight does not wait for that write: the repeat is
+/// a duplicate whatever the write answers (it stores the first occurrence, or found it stored,
+/// or fails, and the file with it). The first write here is answered only after the second is
+/// called; when a repeat waited for the batches before it, the writes of a file with repeats
+/// went one at a time, and the store sat idle while each next batch was handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_repeating_an_id_in_flight_is_written_beside_it() {
+    use object_store::ObjectStoreExt;
+    use object_store::path::Path;
+
+    let key = "events/race.csv";
+    let dir = tempfile::tempdir().expect("tmp");
+    let backend = streamcube_embedded::EmbeddedBackend::open(dir.path()).expect("backend");
+    let mut stores = backend.stores();
+    stores
+        .bronze
+        .put(&Path::from(key), race_csv().into_bytes().into())
+        .await
+        .expect("landed");
+    let overlap = std::sync::Arc::new(Overlap {
+        inner: std::sync::Arc::clone(&stores.silver),
+        calls: Default::default(),
+        second: Default::default(),
+        overlapped: Default::default(),
+    });
+    stores.silver = overlap.clone();
+    let p = scenario::faulty_pipeline(&stores, &Faults::recording());
+    let report = p.process_object(key, Some("v1")).await.expect("processed");
+    let counts = report.report.counts;
+    assert!(
+        overlap.overlapped.load(std::sync::atomic::Ordering::SeqCst),
+        "the second batch's write waited for the first"
+    );
+    assert_eq!(
+        (
+            counts.rows,
+            counts.accepted,
+            counts.duplicates,
+            counts.rejected
+        ),
+        (1_200, 1_199, 1, 0),
+        "{counts:?}"
+    );
+    let stored = stores
+        .silver
+        .hour_events(
+            streamcube_model::query::first_hour(
+                chrono::NaiveDate::from_ymd_opt(2026, 11, 10).expect("date"),
+            ) + 10,
+        )
+        .await
+        .expect("silver");
+    assert_eq!(stored.len(), 1_199);
+    let first = stored.iter().find(|e| e.event_id == "race-0001");
+    assert_eq!(
+        first.map(|e| (e.watch_seconds, e.origin.as_str())),
+        Some((60, "events/race.csv#v1:2")),
+        "the first occurrence (line 2) must win"
     );
 }
