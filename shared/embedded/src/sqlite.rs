@@ -1156,32 +1156,47 @@ impl SqliteStore {
                     .map_err(sql_err)?;
                 let mut files = OriginFiles::default();
                 let mut indexed = tx.prepare_cached(RecentIds::INDEXED).map_err(sql_err)?;
-                // In the index's order (the ids' keys), so that the lookups walk it from left
-                // to right instead of at random; repeated ids stay in input order, so the first
-                // of them wins, and follow each other: a repeat of an id this call inserted is
-                // a duplicate.
+                // Which events are new, decided in the index's order (the ids' keys), so that
+                // the lookups walk it from left to right instead of at random; repeated ids
+                // stay in input order, so the first of them wins, and follow each other: a
+                // repeat of an id this call inserts is a duplicate. Their ids' text is compared
+                // only when their keys are equal.
                 let mut order: Vec<(i64, &str, usize)> = events
                     .iter()
                     .enumerate()
                     .map(|(i, e)| (key(ids.by_id.hash(&e.event_id)), e.event_id.as_str(), i))
                     .collect();
                 order.sort_unstable();
-                let mut last_inserted: Option<&str> = None;
-                for (k, _, i) in order {
-                    let e = &events[i];
-                    if last_inserted == Some(e.event_id.as_str()) {
+                // The hash of each event to insert.
+                let mut new: Vec<Option<u64>> = vec![None; events.len()];
+                let mut last_new: Option<(i64, &str)> = None;
+                for (k, id, i) in order {
+                    if let Some((last_key, last_id)) = last_new
+                        && last_key == k
+                        && last_id == id
+                    {
                         continue;
                     }
                     let hash = seed_of(k);
-                    if let Some(stored) = ids.find_hashed(&mut indexed, hash, &e.event_id)? {
+                    if let Some(stored) = ids.find_hashed(&mut indexed, hash, id)? {
                         let origin: String = origin_of
                             .query_row([stored], |r| r.get(0))
                             .map_err(sql_err)?;
+                        let e = &events[i];
                         if !e.origin.is_empty() && origin == e.origin {
                             out[i] = PutOutcome::AlreadyStored;
                         }
                         continue;
                     }
+                    new[i] = Some(hash);
+                    last_new = Some((k, id));
+                }
+                // Written in input order: the events are read one after the other in memory,
+                // and rows of the same hour follow each other in the hour index.
+                for ((e, hash), outcome) in events.iter().zip(new).zip(out.iter_mut()) {
+                    let Some(hash) = hash else {
+                        continue;
+                    };
                     seq += 1;
                     let (origin, file, line) = match split_origin(&e.origin) {
                         Some((file, line)) => ("", Some(files.id(&tx, file)?), Some(line)),
@@ -1206,10 +1221,9 @@ impl SqliteStore {
                             line,
                         ])
                         .map_err(sql_err)?;
-                    out[i] = PutOutcome::Inserted;
+                    *outcome = PutOutcome::Inserted;
                     hours.push(e.hour());
                     added.push((e.event_id.as_str(), hash, seq));
-                    last_inserted = Some(e.event_id.as_str());
                 }
             }
             if seq > ids.last_seq {
