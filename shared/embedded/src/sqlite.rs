@@ -687,8 +687,8 @@ struct Checkpointer {
 /// A write waits for the checkpoint once the log holds this many checkpoints' worth of pages.
 const LOG_LIMIT_CHECKPOINTS: i32 = 4;
 
-/// How long a write waits for the checkpoint at most; a checkpoint that cannot copy every frame
-/// (a reader still on an old snapshot) is waited for once, never again until it finishes.
+/// How long a write waits for the checkpoint at most. A checkpoint that cannot copy every frame
+/// (a reader still on an old snapshot) still ends its round, and the write goes on after it.
 const HOLD_BACK_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Default)]
