@@ -591,12 +591,22 @@ impl RecentIds {
         if self.by_id.len() < self.flush_threshold() {
             return Ok(None);
         }
-        let mut insert = tx
-            .prepare_cached("INSERT INTO silver_ids (id_hash, seq) VALUES (?1, ?2)")
-            .map_err(sql_err)?;
-        for (hash, seq) in self.by_id.sorted_keys() {
-            // A duplicate here would be a broken invariant: it fails the transaction.
-            insert.execute([hash, seq]).map_err(sql_err)?;
+        // Many keys per statement, as the viewer index is written. A duplicate here would be a
+        // broken invariant: it fails the transaction.
+        static FULL_INSERT: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| id_insert_sql(ID_KEYS_PER_INSERT));
+        let keys = self.by_id.sorted_keys();
+        for chunk in keys.chunks(ID_KEYS_PER_INSERT) {
+            let values: Vec<i64> = chunk.iter().flat_map(|&(hash, seq)| [hash, seq]).collect();
+            let params = rusqlite::params_from_iter(values);
+            insert_rows(
+                tx,
+                chunk.len(),
+                ID_KEYS_PER_INSERT,
+                &FULL_INSERT,
+                id_insert_sql,
+                params,
+            )?;
         }
         tx.execute(
             "UPDATE silver_meta SET indexed_through = ?1 WHERE id = 0",
@@ -617,6 +627,21 @@ impl RecentIds {
         self.by_id.clear();
         self.indexed_through = through;
     }
+}
+
+/// Keys of the id index written by one statement.
+const ID_KEYS_PER_INSERT: usize = 256;
+
+/// `INSERT` of `n` keys of the id index, each a hash and a `seq`.
+fn id_insert_sql(n: usize) -> String {
+    let mut sql = String::from("INSERT INTO silver_ids (id_hash, seq) VALUES ");
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("(?{}, ?{})", 2 * i + 1, 2 * i + 2));
+    }
+    sql
 }
 
 /// Adds the ids `sql` selects (its one column) to `filter`, hashed as `by_id` hashes them.
@@ -1487,18 +1512,38 @@ fn index_hour_viewers(tx: &rusqlite::Transaction<'_>, hour: i64) -> StoreResult<
             values.push(prefix);
             values.push(seq);
         }
-        // The last, shorter chunk's statement is used once: not worth a place in the cache.
         let params = values.as_slice();
-        if chunk.len() == VIEWER_ROWS_PER_INSERT {
-            tx.prepare_cached(&FULL_INSERT)
-                .and_then(|mut s| s.execute(params))
-        } else {
-            tx.prepare(&viewer_insert_sql(chunk.len()))
-                .and_then(|mut s| s.execute(params))
-        }
-        .map_err(sql_err)?;
+        insert_rows(
+            tx,
+            chunk.len(),
+            VIEWER_ROWS_PER_INSERT,
+            &FULL_INSERT,
+            viewer_insert_sql,
+            params,
+        )?;
     }
     Ok(())
+}
+
+/// Runs an `INSERT` of `n` rows of a statement written for `full` rows at most: `full_sql`
+/// from the statement cache, or for a last, shorter chunk `sql(n)`, prepared for its one use
+/// (not worth a place in the cache).
+fn insert_rows<P: rusqlite::Params>(
+    tx: &Connection,
+    n: usize,
+    full: usize,
+    full_sql: &str,
+    sql: fn(usize) -> String,
+    params: P,
+) -> StoreResult<()> {
+    if n == full {
+        tx.prepare_cached(full_sql)
+            .and_then(|mut s| s.execute(params))
+    } else {
+        tx.prepare(&sql(n)).and_then(|mut s| s.execute(params))
+    }
+    .map(|_| ())
+    .map_err(sql_err)
 }
 
 /// Rows of the viewer index written by one statement.
@@ -2052,6 +2097,51 @@ mod tests {
             )
             .expect("layout");
         (ids, mismatched == 0)
+    }
+
+    /// A pass of more ids than one statement writes (two full statements and a shorter one)
+    /// indexes exactly the rows it covers, and the ids are found through the index afterwards.
+    #[test]
+    fn a_pass_larger_than_one_statement_indexes_every_row() {
+        let (rt, _dir, path) = scratch();
+        let n = ID_KEYS_PER_INSERT * 2 + 17;
+        let store = open(&path, n);
+        let events: Vec<SilverEvent> = (0..n)
+            .map(|i| {
+                let mut e = event(0, 1);
+                e.event_id = format!("pass-{i:05}");
+                e
+            })
+            .collect();
+        rt.block_on(store.put_new(&events)).expect("put");
+        // The next write finds `n` recent ids and moves them into the index first.
+        let mut last = event(1, 1);
+        last.event_id = "pass-last".into();
+        rt.block_on(store.put_new(&[last])).expect("put");
+        let (ids, consistent) = check_layout(&path);
+        assert_eq!(ids.len(), n + 1);
+        assert!(
+            consistent,
+            "silver_ids does not hold exactly the indexed rows"
+        );
+        let c = Connection::open(&path).expect("db");
+        let (keys, through): (i64, i64) = c
+            .query_row(
+                "SELECT (SELECT count(*) FROM silver_ids), indexed_through FROM silver_meta",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("index");
+        assert_eq!((keys, through), (n as i64, n as i64));
+        // A reopened store (no ids in memory) finds them all through the index, stored by
+        // these very rows (the same origins).
+        drop(store);
+        let store = open(&path, n);
+        let again = rt.block_on(store.put_new(&events)).expect("put");
+        assert!(
+            again.iter().all(|o| *o == PutOutcome::AlreadyStored),
+            "{again:?}"
+        );
     }
 
     /// A runtime, a temporary directory and the database path inside it.
