@@ -1975,12 +1975,7 @@ mod tests {
     /// hash is at the first one's row, as a collision would. Each is still found as itself.
     #[test]
     fn ids_whose_hashes_collide_are_told_apart() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("s.db");
+        let (rt, _dir, path) = scratch();
         // Every id goes to the index at the next write, and every lookup reaches it.
         let store = open_filtering(&path, 1, 1, None);
         let (a, b, c) = (event(1, 1), event(2, 2), event(3, 1));
