@@ -169,8 +169,8 @@ LEDGER_ITEM_BYTES = 450  # ledger#<key>, v#<version>, report JSON (~85 B measure
 # =================================================================================================
 # Measured on the project's 2-core build machine (AMD EPYC, shared): local proxies only
 # =================================================================================================
-# bench/cube_vs_duckdb.sh: `streamcube cube --threads 2`, 1,000,000 events in 2.64 s (README,
-# Performance): validation + pseudonymization + cube on 2 threads, ~5.3 us of CPU per event.
+# bench/cube_vs_duckdb.sh: `streamcube cube --threads 2`, 1,000,000 events in 2.64 s (an earlier
+# run): validation + pseudonymization + cube on 2 threads, ~5.3 us of CPU per event.
 # Kept from the run before the cube rolled coarse cuboids up from finer ones (1.84 s since), and
 # likewise the consolidation below (the day's consolidation is faster since): the CPU figures,
 # a small part of the bill, are on the high side.

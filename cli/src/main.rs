@@ -115,7 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// run spreads its allocations over many arenas, each holding its own free memory, and how much
 /// depends on the threads' timing. Ingesting 10,000,000 CSV rows on 2 cores peaked at 389 to 514
 /// MiB resident in four runs with the default and at 362 to 374 MiB in three with two arenas,
-/// in about the same time (110 and 114 s on average; see the README's bronze processing).
+/// in about the same time (110 and 114 s on average; see docs/performance.md).
 ///
 /// Blocks from 4 MiB up (a batch of rows, the writer's id map and its sorted passes) are then
 /// mapped on their own and go back to the system when freed. glibc's default threshold starts
