@@ -46,7 +46,7 @@ def cmd_check(args) -> int:
                 True, f"report {field}: the same {len(e)} reasons and counts"
             )
         else:
-            benchlib.verdict(a == e, f"report {field}: AWS {a}, embedded {e}")
+            benchlib.verdict(a == e, f"report {field}: {args.who} {a}, embedded {e}")
     items = item_count(args.silver_table)
     same = items == embedded["accepted"]
     ok &= same
@@ -65,15 +65,15 @@ def cmd_drop(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    aws = benchlib.best_of(args.aws)
-    embedded = benchlib.best_of(args.embedded)
     moto = json.loads(Path(args.emulator_cpu).read_text())
     line = {
         "label": args.label,
         "rows": args.rows,
-        "aws": aws,
-        "embedded": embedded,
+        "aws": benchlib.best_of(args.aws),
+        "boto3": benchlib.best_of(args.boto3),
+        "embedded": benchlib.best_of(args.embedded),
         "emulator_cpu_seconds": moto["cpu_seconds"],
+        "boto3_emulator_cpu_seconds": moto["boto3_cpu_seconds"],
     }
     with open(args.append, "a") as f:
         f.write(json.dumps(line) + "\n")
@@ -94,6 +94,11 @@ def cmd_table(args) -> int:
                 line["aws"],
                 f"{line['emulator_cpu_seconds']:.1f}",
             ),
+            (
+                "boto3 job, emulator",
+                line["boto3"],
+                f"{line['boto3_emulator_cpu_seconds']:.1f}",
+            ),
             ("embedded (SQLite)", line["embedded"], "-"),
         ):
             print(
@@ -102,6 +107,14 @@ def cmd_table(args) -> int:
                 f"{benchlib.anon(run):>9} {benchlib.cpu_seconds(run):>7.1f} "
                 f"{rows / benchlib.cpu_seconds(run):>10,.0f} {emu:>15}"
             )
+    for line in lines:
+        ours, theirs = line["aws"], line["boto3"]
+        print(
+            f"  {line['label']}: the boto3 job against the AWS adapters: "
+            f"{benchlib.cpu_seconds(theirs) / benchlib.cpu_seconds(ours):.2f}x the client CPU, "
+            f"{theirs['seconds'] / ours['seconds']:.2f}x the wall time, "
+            f"{theirs['peak_rss_bytes'] / ours['peak_rss_bytes']:.2f}x the peak memory"
+        )
     if len(lines) > 1:
         first, last = lines[0], lines[-1]
         for what in ("peak_rss_bytes", "peak_anon_bytes"):
@@ -123,12 +136,14 @@ def main() -> int:
     c.add_argument("--report-key", required=True)
     c.add_argument("--silver-table", required=True)
     c.add_argument("--json", required=True)
+    c.add_argument("--who", default="AWS", help="whose report it is, for the output")
     d = benchlib.command(sub, "drop", cmd_drop)
     d.add_argument("tables", nargs="+")
     s = benchlib.command(sub, "summary", cmd_summary)
     s.add_argument("--label", required=True)
     s.add_argument("--rows", type=int, required=True)
     s.add_argument("--aws", nargs="+", required=True)
+    s.add_argument("--boto3", nargs="+", required=True)
     s.add_argument("--embedded", nargs="+", required=True)
     s.add_argument("--emulator-cpu", required=True)
     s.add_argument("--append", required=True)

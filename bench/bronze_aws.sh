@@ -4,7 +4,9 @@
 # the bronze bucket, read back from S3 as a stream, validated, pseudonymized, deduplicated
 # against silver with BatchGetItem and written with BatchWriteItem, its report and quarantine
 # put in the lake bucket), next to `streamcube ingest FILE` on the embedded backend, in the
-# same run.
+# same run, and the same job as a Python Lambda would do it (bench/bronze_boto3.py: the file put
+# in the bronze bucket and read back, the pandas job of bronze_pandas.py, boto3's BatchGetItem
+# and BatchWriteItem into a silver table of its own, the same items).
 #
 # What it measures, on the same generated files as bench/bronze_vs_pandas.sh (seed 42: 0.5%
 # duplicates, 0.1% bad rows), plain CSV and gzip:
@@ -14,9 +16,12 @@
 #     for the adapters, not what DynamoDB and S3 would give;
 #   * with --rows-small N, also a smaller file first, to show that peak memory does not grow
 #     with the file (files are streamed, writes bounded);
+#   * the same for the boto3 job, whose CPU is the Python process's: the ratio of the two
+#     client CPUs is what the emulator does not hide (Lambda bills the function's time);
 #   * correctness, for every data set: the AWS run's report (read back from the lake bucket)
 #     has the embedded run's counts (rows, accepted, duplicates, rejected, per reason), and the
-#     silver table holds exactly `accepted` items.
+#     silver table holds exactly `accepted` items; the boto3 job's report and table likewise,
+#     and 200 sampled items identical to those streamcube wrote.
 # The exit status is non-zero when correctness fails (never for speed or memory).
 #
 # Usage:  bench/bronze_aws.sh [--rows N] [--rows-small N] [--runs N] [--skip-build]
@@ -40,6 +45,7 @@ shopt -s inherit_errexit
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 HELPER="$HERE/bronze_aws.py"
+BOTO3_JOB="$HERE/bronze_boto3.py"
 RES="$OUT/results-bronze-aws"
 SUMMARY="$RES/summary.jsonl"
 # The same data sets as bronze_vs_pandas.sh: 7 days from a past day.
@@ -83,6 +89,33 @@ cpu_of() {
     awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
+# provision_tables PREFIX: the stack's tables named after PREFIX, created, and added to `tables`.
+provision_tables() {
+    export STREAMCUBE_SILVER_TABLE="$1-silver" STREAMCUBE_CUBE_TABLE="$1-cube" \
+        STREAMCUBE_CATALOG_TABLE="$1-catalog"
+    tables+=("$STREAMCUBE_SILVER_TABLE" "$STREAMCUBE_CUBE_TABLE" "$STREAMCUBE_CATALOG_TABLE")
+    "$BIN" provision >/dev/null
+}
+
+# on_emulator LABEL JSON CMD...: `measure`s CMD; EMU_CPU is the emulator's CPU seconds meanwhile.
+on_emulator() {
+    local label="$1" json="$2" before after
+    shift 2
+    # shellcheck disable=SC2154 # moto_pid: the emulator's process, set by scripts/emulator.sh
+    before="$(cpu_of "$moto_pid")"
+    measure "$label" "$json" "$@" || return 1
+    after="$(cpu_of "$moto_pid")"
+    EMU_CPU="$(awk -v a="$before" -v b="$after" 'BEGIN { printf "%.2f", b - a }')"
+}
+
+# check_report KEY JSON WHO: the report at KEY in the lake bucket has the embedded run's counts and
+# the current silver table holds exactly its accepted rows (uses `res` and `name` of run_set).
+check_report() {
+    "$PY" "$HELPER" check --embedded-report "$res/embedded-data/lake/reports/events/$name.json" \
+        --lake-bucket "$STREAMCUBE_LAKE_BUCKET" --report-key "$1" \
+        --silver-table "$STREAMCUBE_SILVER_TABLE" --json "$2" --who "$3"
+}
+
 # run_set LABEL FILE ROWS: both backends on FILE, then the check of the last AWS run.
 run_set() {
     local label="$1" file="$2" rows="$3" name tag i res
@@ -93,7 +126,7 @@ run_set() {
     mkdir -p "$res"
     cat "$file" >/dev/null # warm the page cache for both runs
     step "$label: $(printf "%'d" "$rows") rows, $RUNS run(s) per backend"
-    local aws_runs=() emb_runs=() emu_before emu_after emu_cpu=0 tables
+    local aws_runs=() boto3_runs=() emb_runs=() emu_cpu=0 py_emu_cpu=0 tables
     for ((i = 1; i <= RUNS; i++)); do
         rm -rf "$res/embedded-data"
         measure "embedded (run $i)" "$res/embedded-run$i.json" \
@@ -101,32 +134,42 @@ run_set() {
             { cat "$res/embedded-run$i.log"; return 1; }
         emb_runs+=("$res/embedded-run$i.json")
 
-        export STREAMCUBE_SILVER_TABLE="bench-silver-$tag-$i"
-        export STREAMCUBE_CUBE_TABLE="bench-cube-$tag-$i"
-        export STREAMCUBE_CATALOG_TABLE="bench-catalog-$tag-$i"
-        tables=("$STREAMCUBE_SILVER_TABLE" "$STREAMCUBE_CUBE_TABLE" "$STREAMCUBE_CATALOG_TABLE")
-        "$BIN" provision >/dev/null
-        # shellcheck disable=SC2154 # moto_pid: the emulator's process, set by scripts/emulator.sh
-        emu_before="$(cpu_of "$moto_pid")"
-        measure "AWS adapters on the emulator (run $i)" "$res/aws-run$i.json" \
+        tables=()
+        provision_tables "bench-$tag-$i"
+        local ours="$STREAMCUBE_SILVER_TABLE"
+        on_emulator "AWS adapters on the emulator (run $i)" "$res/aws-run$i.json" \
             "$BIN" --backend aws --data-dir "$res/aws-unused" ingest "$file" \
             >"$res/aws-run$i.log" || { cat "$res/aws-run$i.log"; return 1; }
-        emu_after="$(cpu_of "$moto_pid")"
-        emu_cpu="$(awk -v a="$emu_before" -v b="$emu_after" 'BEGIN { printf "%.2f", b - a }')"
+        emu_cpu="$EMU_CPU"
         echo "    emulator CPU during the AWS run: $emu_cpu s"
         aws_runs+=("$res/aws-run$i.json")
         if ((i == RUNS)); then
             step "$label: correctness (AWS run $i against the embedded run)"
-            "$PY" "$HELPER" check --embedded-report "$res/embedded-data/lake/reports/events/$name.json" \
-                --lake-bucket "$STREAMCUBE_LAKE_BUCKET" --report-key "reports/events/$name.json" \
-                --silver-table "$STREAMCUBE_SILVER_TABLE" --json "$res/check.json" ||
+            check_report "reports/events/$name.json" "$res/check.json" AWS || CHECK_STATUS=1
+        fi
+
+        # The same job as a Python Lambda would do it, into tables of its own.
+        provision_tables "bench-py-$tag-$i"
+        on_emulator "boto3 job on the emulator (run $i)" "$res/boto3-run$i.json" \
+            "$JOB_PY" "$BOTO3_JOB" ingest --bronze-bucket "$STREAMCUBE_BRONZE_BUCKET" \
+            --lake-bucket "$STREAMCUBE_LAKE_BUCKET" --lake-prefix python/ \
+            --silver-table "$STREAMCUBE_SILVER_TABLE" "$file" || return 1
+        py_emu_cpu="$EMU_CPU"
+        echo "    emulator CPU during the boto3 run: $py_emu_cpu s"
+        boto3_runs+=("$res/boto3-run$i.json")
+        if ((i == RUNS)); then
+            step "$label: correctness (boto3 run $i against the embedded run and streamcube's items)"
+            check_report "python/reports/events/$name.json" "$res/check-boto3.json" boto3 || CHECK_STATUS=1
+            "$JOB_PY" "$BOTO3_JOB" same-items --table "$STREAMCUBE_SILVER_TABLE" \
+                --streamcube-table "$ours" --embedded-db "$res/embedded-data/streamcube.db" ||
                 CHECK_STATUS=1
         fi
         "$PY" "$HELPER" drop "${tables[@]}"
     done
-    echo "{\"cpu_seconds\": $emu_cpu}" >"$res/emulator-cpu.json"
+    echo "{\"cpu_seconds\": $emu_cpu, \"boto3_cpu_seconds\": $py_emu_cpu}" >"$res/emulator-cpu.json"
     "$PY" "$HELPER" summary --label "$label" --rows "$rows" --aws "${aws_runs[@]}" \
-        --embedded "${emb_runs[@]}" --emulator-cpu "$res/emulator-cpu.json" --append "$SUMMARY"
+        --boto3 "${boto3_runs[@]}" --embedded "${emb_runs[@]}" \
+        --emulator-cpu "$res/emulator-cpu.json" --append "$SUMMARY"
 }
 
 main() {
@@ -137,9 +180,13 @@ main() {
     export STREAMCUBE_BRONZE_BUCKET="$STREAMCUBE_TEST_BRONZE_BUCKET"
     export STREAMCUBE_LAKE_BUCKET="$STREAMCUBE_TEST_LAKE_BUCKET"
     export STREAMCUBE_GLUE_DATABASE=bench STREAMCUBE_GLUE_TABLE=cube
-    # The helpers run with the emulator's venv (boto3; `measure` needs only the standard library).
+    # The Python job runs in the benchmarks' venv; the helpers with the emulator's (boto3;
+    # `measure` needs only the standard library).
+    venv_with "pandas==$PANDAS_VERSION" "numpy==$NUMPY_VERSION" "xxhash==$XXHASH_VERSION" \
+        "boto3==$BOTO3_VERSION"
+    JOB_PY="$PY"
     PY="$ROOT/.venv-emulator/bin/python"
-    machine_and_versions "$(py_versions moto boto3) (the emulator)"
+    machine_and_versions "$(py_versions moto boto3) (the emulator); pandas $PANDAS_VERSION and boto3 $BOTO3_VERSION (the Python job)"
 
     CHECK_STATUS=0
     rm -rf "$RES"

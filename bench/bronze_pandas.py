@@ -54,8 +54,10 @@ import sqlite3
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 sys.dont_write_bytecode = True  # no __pycache__ in bench/ for the import below
 import benchlib  # noqa: E402
@@ -402,7 +404,125 @@ def per_value(col, rule):
     return codes, uniques, [rule(v) for v in uniques]
 
 
-def ingest_file(path: Path, con: sqlite3.Connection, lake: Path, key_secret: bytes) -> dict:
+@dataclass
+class KeptRows:
+    """The rows a file keeps (valid, first of their event_id), as column arrays indexed by
+    `keep`, with the distinct values of the text columns coded."""
+
+    key: str
+    version: str
+    keep: Any
+    id_values: Any
+    hours: Any
+    occurred_ms: Any
+    pseudonyms: Any
+    v_codes: Any
+    contents: Any
+    c_codes: Any
+    devices: Any
+    d_codes: Any
+    countries: Any
+    k_codes: Any
+    numbers: dict
+    completed: Any
+    lines: Any
+
+
+class LocalLake:
+    """The lake as a directory, as the embedded backend keeps it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def put(self, rel: str, data: bytes) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def delete(self, rel: str) -> None:
+        (self.root / rel).unlink(missing_ok=True)
+
+
+def sqlite_writer(con: sqlite3.Connection):
+    """`write_silver` for streamcube's SQLite silver: one transaction, executemany over slices
+    of the kept rows, then the file's ids into the id index in one sorted pass."""
+    import numpy as np
+
+    def write(r: KeptRows, lap) -> int:
+        key, version, keep = r.key, r.version, r.keep
+        id_values, hours, occurred_ms, lines = r.id_values, r.hours, r.occurred_ms, r.lines
+        pseudonyms, v_codes, contents, c_codes = r.pseudonyms, r.v_codes, r.contents, r.c_codes
+        devices, d_codes, countries, k_codes = r.devices, r.d_codes, r.countries, r.k_codes
+        numbers, completed = r.numbers, r.completed
+        inserted = 0
+        keys = id_keys(con, id_values[keep].tolist())
+        lap("hash ids")
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            # The file's origin, once: each row holds its line and the file's id.
+            con.execute(
+                "INSERT OR IGNORE INTO silver_origins (origin) VALUES (?)", (f"{key}#{version}",)
+            )
+            (file_id,) = con.execute(
+                "SELECT id FROM silver_origins WHERE origin = ?", (f"{key}#{version}",)
+            ).fetchone()
+            through, last_seq = con.execute(
+                "SELECT indexed_through, last_seq FROM silver_meta WHERE id = 0"
+            ).fetchone()
+            seqs = np.arange(last_seq + 1, last_seq + 1 + len(keep), dtype=np.int64)
+            for start in range(0, len(keep), INSERT_SLICE):
+                rows = keep[start : start + INSERT_SLICE]
+                bitrate = numbers["bitrate_kbps"][rows]
+                buffering = numbers["buffering_ms"][rows]
+                tuples = zip(
+                    range(last_seq + start + 1, last_seq + start + 1 + len(rows)),
+                    id_values[rows].tolist(),
+                    hours[rows].tolist(),
+                    occurred_ms[rows].tolist(),
+                    pseudonyms[v_codes[rows]].tolist(),
+                    contents[c_codes[rows]].tolist(),
+                    devices[d_codes[rows]].tolist(),
+                    countries[k_codes[rows]].tolist(),
+                    numbers["watch_seconds"][rows].tolist(),
+                    np.where(bitrate < 0, None, bitrate).tolist(),
+                    np.where(buffering < 0, None, buffering).tolist(),
+                    completed[rows].tolist(),
+                    itertools.repeat(""),
+                    itertools.repeat(file_id),
+                    lines[rows].tolist(),
+                    keys[start : start + len(rows)].tolist(),
+                )
+                inserted += con.executemany(INSERT_SQL, tuples).rowcount
+            # The rows written (a row already in silver from an earlier file was not), by key.
+            written = np.ones(len(keep), dtype=bool)
+            if inserted < len(keep):
+                new_rows = con.execute("SELECT seq FROM silver_events WHERE seq > ?", (through,))
+                stored = np.fromiter((r[0] for r in new_rows), dtype=np.int64)
+                written = np.isin(seqs, stored)
+            order = np.lexsort((seqs[written], keys[written]))
+            con.executemany(
+                INDEX_SQL, zip(keys[written][order].tolist(), seqs[written][order].tolist())
+            )
+            last_seq += len(keep)
+            con.execute(
+                "UPDATE silver_meta SET indexed_through = ?1, last_seq = ?1 WHERE id = 0", (last_seq,)
+            )
+            con.executemany(CHANGES_SQL, [(h,) for h in np.unique(hours[keep]).tolist()])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return inserted
+
+    return write
+
+
+def ingest_file(path: Path, key_secret: bytes, write_silver, lake) -> dict:
+    """Reads, validates, deduplicates and pseudonymizes the events file at `path`, then hands
+    the kept rows to `write_silver(rows, lap)` (which returns how many it stored: a row already
+    in silver from an earlier file is not) and puts the quarantine and the report through
+    `lake` ([`LocalLake`] or an S3 one: `put(relative path, bytes)`, `delete(relative path)`).
+    Returns the report, with the stages' timings."""
     import numpy as np
     import pandas as pd
 
@@ -578,82 +698,40 @@ def ingest_file(path: Path, con: sqlite3.Connection, lake: Path, key_secret: byt
         pseudonyms[j] = h.digest()
     lap("pseudonymize")
 
-    # Silver, in one transaction; executemany over slices of the kept rows.
-    id_values = ids.to_numpy()
-    contents = np.array(contents, dtype=object)
-    devices = np.array(devices, dtype=object)
-    countries = np.array(countries, dtype=object)
-    hours = occurred_ms // MS_PER_HOUR
-    inserted = 0
-    keys = id_keys(con, id_values[keep].tolist())
-    lap("hash ids")
-    con.execute("BEGIN IMMEDIATE")
-    try:
-        # The file's origin, once: each row holds its line and the file's id.
-        con.execute(
-            "INSERT OR IGNORE INTO silver_origins (origin) VALUES (?)", (f"{key}#{version}",)
-        )
-        (file_id,) = con.execute(
-            "SELECT id FROM silver_origins WHERE origin = ?", (f"{key}#{version}",)
-        ).fetchone()
-        through, last_seq = con.execute(
-            "SELECT indexed_through, last_seq FROM silver_meta WHERE id = 0"
-        ).fetchone()
-        seqs = np.arange(last_seq + 1, last_seq + 1 + len(keep), dtype=np.int64)
-        for start in range(0, len(keep), INSERT_SLICE):
-            rows = keep[start : start + INSERT_SLICE]
-            bitrate = numbers["bitrate_kbps"][rows]
-            buffering = numbers["buffering_ms"][rows]
-            tuples = zip(
-                range(last_seq + start + 1, last_seq + start + 1 + len(rows)),
-                id_values[rows].tolist(),
-                hours[rows].tolist(),
-                occurred_ms[rows].tolist(),
-                pseudonyms[v_codes[rows]].tolist(),
-                contents[c_codes[rows]].tolist(),
-                devices[d_codes[rows]].tolist(),
-                countries[k_codes[rows]].tolist(),
-                numbers["watch_seconds"][rows].tolist(),
-                np.where(bitrate < 0, None, bitrate).tolist(),
-                np.where(buffering < 0, None, buffering).tolist(),
-                completed[rows].tolist(),
-                itertools.repeat(""),
-                itertools.repeat(file_id),
-                lines[rows].tolist(),
-                keys[start : start + len(rows)].tolist(),
-            )
-            inserted += con.executemany(INSERT_SQL, tuples).rowcount
-        # The rows written (a row already in silver from an earlier file was not), by key.
-        written = np.ones(len(keep), dtype=bool)
-        if inserted < len(keep):
-            new_rows = con.execute("SELECT seq FROM silver_events WHERE seq > ?", (through,))
-            stored = np.fromiter((r[0] for r in new_rows), dtype=np.int64)
-            written = np.isin(seqs, stored)
-        order = np.lexsort((seqs[written], keys[written]))
-        con.executemany(
-            INDEX_SQL, zip(keys[written][order].tolist(), seqs[written][order].tolist())
-        )
-        last_seq += len(keep)
-        con.execute(
-            "UPDATE silver_meta SET indexed_through = ?1, last_seq = ?1 WHERE id = 0", (last_seq,)
-        )
-        con.executemany(CHANGES_SQL, [(h,) for h in np.unique(hours[keep]).tolist()])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    lap("sqlite")
+    rows = KeptRows(
+        key=key,
+        version=version,
+        keep=keep,
+        id_values=ids.to_numpy(),
+        hours=occurred_ms // MS_PER_HOUR,
+        occurred_ms=occurred_ms,
+        pseudonyms=pseudonyms,
+        v_codes=v_codes,
+        contents=np.array(contents, dtype=object),
+        c_codes=c_codes,
+        devices=np.array(devices, dtype=object),
+        d_codes=d_codes,
+        countries=np.array(countries, dtype=object),
+        k_codes=k_codes,
+        numbers=numbers,
+        completed=completed,
+        lines=lines,
+    )
+    inserted = write_silver(rows, lap)
+    lap("silver")
 
     # Quarantine and report, in streamcube's layout and shapes.
     quarantine_rel = f"quarantine/{key}.jsonl"
-    quarantine_path = lake / quarantine_rel
     if rejections:
-        quarantine_path.parent.mkdir(parents=True, exist_ok=True)
-        with quarantine_path.open("w", encoding="utf-8") as f:
-            for r in rejections:
-                f.write(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n")
+        lake.put(
+            quarantine_rel,
+            "".join(
+                json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
+                for r in rejections
+            ).encode("utf-8"),
+        )
     else:
-        quarantine_path.unlink(missing_ok=True)
+        lake.delete(quarantine_rel)
     by_reason: dict[str, int] = {}
     for r in rejections:
         for k in {f"{e['field']}:{e['reason']}" for e in r["errors"]}:
@@ -671,9 +749,7 @@ def ingest_file(path: Path, con: sqlite3.Connection, lake: Path, key_secret: byt
     }
     if report["accepted"] + report["duplicates"] + report["rejected"] != report["rows"]:
         raise SystemExit(f"{path}: internal error, the counts do not add up: {report}")
-    report_path = lake / f"reports/{key}.json"
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    lake.put(f"reports/{key}.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     lap("report")
     report["timings"] = timings
     return report
@@ -697,6 +773,18 @@ def raw_lines(path: Path, wanted: list[int]) -> dict[int, bytes]:
     return out
 
 
+def print_report(job: str, r: dict, seconds: float) -> None:
+    """One line of a file's report and the stages' timings (removed from the report)."""
+    t = r.pop("timings")
+    print(
+        f"  {job}: {r['key']}: rows {r['rows']:,}, accepted {r['accepted']:,}, "
+        f"duplicates {r['duplicates']:,}, rejected {r['rejected']:,} in {seconds:.2f} s ("
+        + ", ".join(f"{k} {v:.2f}" for k, v in t.items())
+        + ")",
+        flush=True,
+    )
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     key_hex = os.environ.get("STREAMCUBE_PSEUDONYM_KEY", "").strip()
     try:
@@ -715,16 +803,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if not path.exists():
             sys.exit(f"{path} does not exist")
         started = time.perf_counter()
-        r = ingest_file(path, con, lake, key_secret)
-        t = r.pop("timings")
-        print(
-            f"  pandas job: {r['key']}: rows {r['rows']:,}, accepted {r['accepted']:,}, "
-            f"duplicates {r['duplicates']:,}, rejected {r['rejected']:,} "
-            f"in {time.perf_counter() - started:.2f} s ("
-            + ", ".join(f"{k} {v:.2f}" for k, v in t.items())
-            + ")",
-            flush=True,
-        )
+        r = ingest_file(path, key_secret, sqlite_writer(con), LocalLake(lake))
+        print_report("pandas job", r, time.perf_counter() - started)
     con.close()
     return 0
 

@@ -50,9 +50,6 @@ shopt -s inherit_errexit
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PANDAS_VERSION="2.3.3"
-NUMPY_VERSION="2.3.5"
-XXHASH_VERSION="4.1.0"
 JOB="$HERE/bronze_pandas.py"
 SUMMARY="$OUT/bronze-summary.jsonl"
 # Starts in the past: both tools reject events more than 5 minutes in the future (by the wall

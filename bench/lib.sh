@@ -35,6 +35,12 @@ SEED=42
 BAD_EVERY=1000
 # One pinned DuckDB for every benchmark that compares with it.
 DUCKDB_VERSION="1.5.6"
+# The bronze benchmarks' Python job (bronze_pandas.py, and bronze_boto3.py on the emulator).
+PANDAS_VERSION="2.3.3"
+NUMPY_VERSION="2.3.5"
+XXHASH_VERSION="4.1.0"
+# boto3 for bronze_boto3.py, the bronze job as a Python Lambda would write it.
+BOTO3_VERSION="1.44.8"
 
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[-1]}"; }
 
