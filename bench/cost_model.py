@@ -192,6 +192,13 @@ CONSOLIDATE_REF_EVENTS = 200_000
 # export files: taken to scale with the day level's bytes.
 CLOSING_MEMORY_REF_BYTES = 914e6
 CLOSING_MEMORY_REF_EVENTS = 2_400_000
+# bench/consolidate.sh (2026-12-05): an hour partition of 103,586 events recomputed and
+# published, peak own memory 155 MB: its events and their cube (an hour of 21,632 events: 53
+# MB). A run builds two hours at a time; taken to scale with their events, 1.5 KB each (the
+# embedded backend's SQLite cache and the process's fixed share included: generous, where the
+# AWS backend holds each page of query results besides).
+HOUR_MEMORY_REF_BYTES = 155e6
+HOUR_MEMORY_REF_EVENTS = 103_586
 # bench/query_latency.sh: answers p50 7-29 ms over HTTP on the embedded backend.
 QUERY_LOCAL_MS = 25
 # shared/pipeline/src/query.rs: days read at once, at most, the memory their cells may take,
@@ -667,7 +674,7 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
     # (hour of the day or CLOSING, run, gold bytes written, events recomputed)
     runs_at: list[tuple[int, Run, float, float]] = []
     total, secs = Units(), []
-    gold_out = read = 0.0
+    gold_out = read = hours_mb = 0.0
     first_cut = first_late = None
     for h in range(24):
         live_h = live * w[h]
@@ -688,6 +695,8 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
             if not touched:
                 continue
             day_events = sum(w[:h]) * E + live_h * k / n
+            two = sum(sorted(e for e, _ in touched)[-2:])
+            hours_mb = max(hours_mb, HOUR_MEMORY_REF_BYTES * two / HOUR_MEMORY_REF_EVENTS / 1e6)
             run = consolidation_run(touched, day_events, [], item_bytes, a, build=False)
             runs_at.append((h, run, sum(gold_stored(e, a) for e, _ in touched),
                             sum(e for e, _ in touched)))
@@ -734,11 +743,15 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
     run_s = sum(secs) / runs if runs else 0.0
     longest = max(secs, default=0.0)
     closing = f"; the closing run {closing_s:,.0f} s"
-    if closing_cut:
+    memory = MEMORY_MB["cube-consolidator"]
+    if hours_mb > memory:
+        status = (f"fails: the busiest hours' runs need about {hours_mb:,.0f} MB, over the "
+                  f"function's {memory:,} MB (and the closing run about {closing_mb:,.0f} MB)")
+    elif closing_cut:
         longest_live = max((r.lambda_seconds() for h, r, *_ in runs_at if h != CLOSING),
                            default=0.0)
-        why = (f"needs about {closing_mb:,.0f} MB, over the function's "
-               f"{MEMORY_MB['cube-consolidator']:,} MB" if out_of_memory else
+        why = (f"needs about {closing_mb:,.0f} MB, over the function's {memory:,} MB"
+               if out_of_memory else
                f"takes {closing_s:,.0f} s, over the {CONSOLIDATOR_TIMEOUT_S} s timeout")
         status = (f"fails: the closing run (day level and exports) {why}, {MAX_CLOSE_ATTEMPTS} "
                   f"attempts {CLOSE_RETRY_S // 3600} h apart, then left (the hours are published: "
@@ -753,8 +766,8 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
         longest_live = max((r.lambda_seconds() for h, r, *_ in runs_at if h != CLOSING),
                            default=0.0)
         status = (f"keeps up: longest run {longest_live:,.0f} s of the {minutes * 60:,} s "
-                  f"interval{closing} (about {closing_mb:,.0f} MB of "
-                  f"{MEMORY_MB['cube-consolidator']:,})")
+                  f"interval{closing} (memory: about {max(hours_mb, closing_mb):,.0f} MB of "
+                  f"{memory:,})")
     k = 1 / runs if runs else 0.0
     return Deployed(shards, batches, ttl_only, mark_wru, run_s, longest, runs, status,
                     total.scaled(k), gold_out * k, read * k)
