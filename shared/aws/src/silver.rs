@@ -130,6 +130,39 @@ impl DynamoSilver {
         key: String,
         projection: Option<&str>,
     ) -> StoreResult<Vec<Item>> {
+        self.index_query(index, key_name, key, projection)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(store_err)
+    }
+
+    /// One shard of an hour's events. Each page of the query is turned into events as it
+    /// comes: its items, a map of attribute names and values each, take several times the
+    /// memory of the events, and an hour's run holds the whole hour.
+    async fn shard_events(&self, hour: i64, shard: u32) -> StoreResult<Vec<SilverEvent>> {
+        let mut pages = self
+            .index_query(BY_HOUR, "hour_shard", format!("{hour}#{shard}"), None)
+            .into_paginator()
+            .send();
+        let mut events = Vec::new();
+        while let Some(page) = pages.next().await {
+            for item in page.map_err(store_err)?.items() {
+                events.push(event_of(item)?);
+            }
+        }
+        Ok(events)
+    }
+
+    fn index_query(
+        &self,
+        index: &str,
+        key_name: &str,
+        key: String,
+        projection: Option<&str>,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
         let mut q = self
             .client
             .query()
@@ -143,12 +176,7 @@ impl DynamoSilver {
             // `hour` is a reserved word in expressions.
             q = q.expression_attribute_names("#h", "hour");
         }
-        q.into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(store_err)
+        q
     }
 }
 
@@ -271,16 +299,15 @@ impl SilverStore for DynamoSilver {
     }
 
     async fn hour_events(&self, hour: i64) -> StoreResult<Vec<SilverEvent>> {
-        let parts: Vec<Vec<Item>> = futures::stream::iter(0..HOUR_SHARDS)
-            .map(|shard| self.query_index(BY_HOUR, "hour_shard", format!("{hour}#{shard}"), None))
+        let parts: Vec<Vec<SilverEvent>> = futures::stream::iter(0..HOUR_SHARDS)
+            .map(|shard| self.shard_events(hour, shard))
             .buffer_unordered(CONCURRENCY)
             .try_collect()
             .await?;
-        let mut events = parts
-            .iter()
-            .flatten()
-            .map(event_of)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let mut events = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+        for part in parts {
+            events.extend(part);
+        }
         events.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
         Ok(events)
     }
