@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, WriteRequest};
 use futures::{StreamExt, TryStreamExt};
 use streamcube_pipeline::ports::{StoreError, StoreResult};
@@ -190,9 +191,16 @@ pub async fn query_partition(
         q.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
             .expression_attribute_values(":p", s(prefix))
     };
-    q.set_projection_expression(keys_only.then(|| "pk, sk".to_owned()))
-        .consistent_read(consistency == Consistency::Strong)
-        .into_paginator()
+    query_items(
+        q.set_projection_expression(keys_only.then(|| "pk, sk".to_owned()))
+            .consistent_read(consistency == Consistency::Strong),
+    )
+    .await
+}
+
+/// Every item a query returns, page after page.
+pub async fn query_items(q: QueryFluentBuilder) -> StoreResult<Vec<Item>> {
+    q.into_paginator()
         .items()
         .send()
         .try_collect()

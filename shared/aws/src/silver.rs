@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeValue, PutRequest, ReturnValue, ReturnValuesOnConditionCheckFailure, WriteRequest,
 };
@@ -26,8 +27,8 @@ use streamcube_model::pseudonym::Pseudonym;
 use streamcube_pipeline::ports::{PutOutcome, SilverStore, StoreError, StoreResult};
 
 use crate::dynamo::{
-    CONCURRENCY, Item, batch_get, batch_write, get_n, get_opt_n, get_s, is_condition_failed, n, s,
-    store_err,
+    CONCURRENCY, Item, batch_get, batch_write, get_n, get_opt_n, get_s, is_condition_failed, n,
+    query_items, s, store_err,
 };
 
 /// Index partitions per hour.
@@ -130,13 +131,7 @@ impl DynamoSilver {
         key: String,
         projection: Option<&str>,
     ) -> StoreResult<Vec<Item>> {
-        self.index_query(index, key_name, key, projection)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(store_err)
+        query_items(self.index_query(index, key_name, key, projection)).await
     }
 
     /// One shard of an hour's events. Each page of the query is turned into events as it
@@ -162,7 +157,7 @@ impl DynamoSilver {
         key_name: &str,
         key: String,
         projection: Option<&str>,
-    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+    ) -> QueryFluentBuilder {
         let mut q = self
             .client
             .query()
