@@ -21,6 +21,7 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeValue, PutRequest, ReturnValue, ReturnValuesOnConditionCheckFailure, WriteRequest,
 };
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use streamcube_model::event::{Country, Device, SilverEvent};
 use streamcube_model::pseudonym::Pseudonym;
@@ -134,21 +135,26 @@ impl DynamoSilver {
         query_items(self.index_query(index, key_name, key, projection)).await
     }
 
-    /// One shard of an hour's events. Each page of the query is turned into events as it
-    /// comes: its items, a map of attribute names and values each, take several times the
-    /// memory of the events, and an hour's run holds the whole hour.
-    async fn shard_events(&self, hour: i64, shard: u32) -> StoreResult<Vec<SilverEvent>> {
-        let mut pages = self
+    /// One shard of an hour's events, a part per page of the query: its items, a map of
+    /// attribute names and values each, take several times the memory of the events.
+    fn shard_parts(&self, hour: i64, shard: u32) -> BoxStream<'_, StoreResult<Vec<SilverEvent>>> {
+        let pages = self
             .index_query(BY_HOUR, "hour_shard", format!("{hour}#{shard}"), None)
             .into_paginator()
             .send();
-        let mut events = Vec::new();
-        while let Some(page) = pages.next().await {
-            for item in page.map_err(store_err)?.items() {
-                events.push(event_of(item)?);
-            }
-        }
-        Ok(events)
+        futures::stream::try_unfold(pages, |mut pages| async move {
+            let Some(page) = pages.next().await else {
+                return Ok(None);
+            };
+            let events = page
+                .map_err(store_err)?
+                .items()
+                .iter()
+                .map(event_of)
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(Some((events, pages)))
+        })
+        .boxed()
     }
 
     fn index_query(
@@ -294,17 +300,21 @@ impl SilverStore for DynamoSilver {
     }
 
     async fn hour_events(&self, hour: i64) -> StoreResult<Vec<SilverEvent>> {
-        let parts: Vec<Vec<SilverEvent>> = futures::stream::iter(0..HOUR_SHARDS)
-            .map(|shard| self.shard_events(hour, shard))
-            .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
+        let parts: Vec<Vec<SilverEvent>> = self.hour_parts(hour).try_collect().await?;
         let mut events = Vec::with_capacity(parts.iter().map(Vec::len).sum());
         for part in parts {
             events.extend(part);
         }
         events.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
         Ok(events)
+    }
+
+    /// The hour's shards read [`CONCURRENCY`] at a time, a part per page of a shard's query.
+    fn hour_parts(&self, hour: i64) -> BoxStream<'_, StoreResult<Vec<SilverEvent>>> {
+        futures::stream::iter(0..HOUR_SHARDS)
+            .map(move |shard| self.shard_parts(hour, shard))
+            .flatten_unordered(CONCURRENCY)
+            .boxed()
     }
 
     async fn viewer_events(&self, viewer: &Pseudonym) -> StoreResult<Vec<(String, i64)>> {

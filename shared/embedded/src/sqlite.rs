@@ -9,6 +9,8 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use rusqlite::{Connection, OptionalExtension, params};
 use streamcube_model::catalog::{Catalog, CatalogEntry};
 
@@ -1053,6 +1055,30 @@ fn query_events<P: rusqlite::Params>(
     Ok(out)
 }
 
+/// Rows an hour is read in by [`SilverStore::hour_parts`]: about 15 MB of events.
+const HOUR_PART: usize = 10_000;
+
+/// Up to [`HOUR_PART`] events of `hour` whose `seq` is after `after`, in `seq` order, and the
+/// last one's `seq`.
+fn hour_part(
+    c: &Connection,
+    hour: i64,
+    after: i64,
+) -> StoreResult<(Vec<SilverEvent>, Option<i64>)> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS_READ}, seq FROM silver_events
+         WHERE hour = ?1 AND seq > ?2 ORDER BY seq LIMIT {HOUR_PART}"
+    );
+    let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
+    let mut rows = stmt.query((hour, after)).map_err(sql_err)?;
+    let (mut out, mut last) = (Vec::with_capacity(HOUR_PART), None);
+    while let Some(r) = rows.next().map_err(sql_err)? {
+        out.push(event_of(r)?);
+        last = Some(r.get(12).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+    }
+    Ok((out, last))
+}
+
 fn event_of(r: &rusqlite::Row<'_>) -> StoreResult<SilverEvent> {
     let get_err = |e: rusqlite::Error| StoreError::Corrupt(e.to_string());
     let ref_err = |e: rusqlite::types::FromSqlError| StoreError::Corrupt(e.to_string());
@@ -1294,6 +1320,22 @@ impl SilverStore for SqliteStore {
             Ok(events)
         })
         .await
+    }
+
+    /// Parts of [`HOUR_PART`] rows in `seq` order, each a read of its own through the hour
+    /// index that starts after the last row of the part before, so the reading connection is
+    /// free between parts (a reader that keeps a part waiting holds nothing of SQLite's).
+    fn hour_parts(&self, hour: i64) -> BoxStream<'_, StoreResult<Vec<SilverEvent>>> {
+        futures::stream::try_unfold(Some(i64::MIN), move |after| async move {
+            let Some(after) = after else {
+                return Ok(None);
+            };
+            let (part, last) = self.read(move |c| hour_part(c, hour, after)).await?;
+            // A short part is the last one.
+            let next = last.filter(|_| part.len() == HOUR_PART);
+            Ok((!part.is_empty()).then_some((part, next)))
+        })
+        .boxed()
     }
 
     /// The viewer's rows through the viewer index, plus those of hours with unacknowledged
@@ -2315,6 +2357,82 @@ mod tests {
             assert!(!want.is_empty());
             assert_eq!(found, want, "viewer {v}");
         }
+    }
+
+    /// An hour read in parts gives every event of the hour once, in parts of [`HOUR_PART`]
+    /// events and a last shorter one, through the hour index; the reading connection is free
+    /// between parts, so other reads go on while a part waits to be used.
+    #[test]
+    fn an_hour_is_read_in_parts_that_add_up_to_it() {
+        use futures::TryStreamExt;
+        let (rt, _dir, path) = scratch();
+        let store = SqliteStore::open(&path).expect("open");
+        let hour_ms = 3_600_000;
+        let at = |i: usize, hours: i64| -> SilverEvent {
+            let mut e = event(1, 1);
+            e.event_id = format!("h{hours}-{i:06}");
+            e.occurred_at_ms += hours * hour_ms;
+            e
+        };
+        let h = event(1, 1).hour();
+        // The hour's rows interleaved with the next hour's, so its seqs have gaps.
+        let n = 2 * HOUR_PART + 7;
+        for chunk in (0..n).collect::<Vec<_>>().chunks(3_000) {
+            let mut batch: Vec<_> = chunk.iter().map(|&i| at(i, 0)).collect();
+            batch.extend(chunk.iter().take(5).map(|&i| at(i, 1)));
+            rt.block_on(store.put_new(&batch)).expect("put");
+        }
+        let exact: Vec<_> = (0..HOUR_PART).map(|i| at(i, 2)).collect();
+        rt.block_on(store.put_new(&exact)).expect("put");
+        let sizes = |hour: i64| -> Vec<usize> {
+            let parts: Vec<Vec<SilverEvent>> = rt
+                .block_on(store.hour_parts(hour).try_collect())
+                .expect("parts");
+            parts.iter().map(Vec::len).collect()
+        };
+        assert_eq!(sizes(h), [HOUR_PART, HOUR_PART, 7]);
+        assert_eq!(sizes(h + 2), [HOUR_PART]);
+        assert_eq!(sizes(h + 3), Vec::<usize>::new());
+        let mut read: Vec<SilverEvent> = rt
+            .block_on(store.hour_parts(h).try_concat())
+            .expect("parts");
+        read.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
+        assert_eq!(read, rt.block_on(store.hour_events(h)).expect("hour"));
+        // A part kept waiting holds no connection: another read goes on meanwhile.
+        let mut parts = store.hour_parts(h);
+        let first = rt.block_on(parts.try_next()).expect("part").expect("first");
+        assert_eq!(first.len(), HOUR_PART);
+        let next_hour = rt
+            .block_on(async {
+                let wait = std::time::Duration::from_secs(30);
+                tokio::time::timeout(wait, store.hour_events(h + 1)).await
+            })
+            .expect("a read between two parts is not kept waiting")
+            .expect("next hour");
+        assert_eq!(next_hour.len(), 5 * n.div_ceil(3_000));
+        assert_eq!(
+            rt.block_on(parts.try_concat()).expect("rest").len(),
+            HOUR_PART + 7
+        );
+        // Each part seeks the hour index from where the last one ended.
+        let c = Connection::open(&path).expect("db");
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT {EVENT_COLUMNS_READ}, seq FROM silver_events
+             WHERE hour = ?1 AND seq > ?2 ORDER BY seq LIMIT {HOUR_PART}"
+        );
+        let plan: Vec<String> = c
+            .prepare(&sql)
+            .expect("plan")
+            .query_map([h, 0], |r| r.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("plan");
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX silver_by_hour (hour=? AND rowid>?)")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
     }
 
     proptest! {

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
+use futures::TryStreamExt;
 use streamcube_model::catalog::CatalogEntry;
 use streamcube_model::cube::{Cell, Cuboid, Dim, Dims, DimsRef, Measures};
 use streamcube_model::event::{Country, Device, MS_PER_HOUR, SilverEvent};
@@ -144,17 +145,30 @@ async fn hour(store: &dyn SilverStore, hour: i64) -> Vec<SilverEvent> {
     ))
 }
 
-/// Asserts that `hour_events(h)` returns exactly `expected` (any order, no repeats).
+/// The events of an hour read in parts, put together and sorted by id.
+async fn hour_in_parts(store: &dyn SilverStore, hour: i64) -> Vec<SilverEvent> {
+    by_id(ok(
+        store.hour_parts(hour).try_concat().await,
+        "SilverStore::hour_parts",
+    ))
+}
+
+/// Asserts that `hour_events(h)` returns exactly `expected` (any order, no repeats), and that
+/// `hour_parts(h)` together do too.
 async fn assert_hour(store: &dyn SilverStore, h: i64, expected: &[SilverEvent], what: &str) {
-    let got = hour(store, h).await;
     let want = by_id(expected.to_vec());
-    if got != want {
-        panic!(
-            "SilverStore::hour_events({h}) must return exactly the events of that hour ({what})\n  \
-             got ids:  {:?}\n  want ids: {:?}\n  got:  {got:?}\n  want: {want:?}",
-            ids(&got),
-            ids(&want),
-        );
+    for (how, got) in [
+        ("hour_events", hour(store, h).await),
+        ("hour_parts", hour_in_parts(store, h).await),
+    ] {
+        if got != want {
+            panic!(
+                "SilverStore::{how}({h}) must return exactly the events of that hour ({what})\n  \
+                 got ids:  {:?}\n  want ids: {:?}\n  got:  {got:?}\n  want: {want:?}",
+                ids(&got),
+                ids(&want),
+            );
+        }
     }
 }
 

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use streamcube_model::catalog::{Catalog, CatalogEntry};
 use streamcube_model::cube::{Cell, Cuboid, Dims, DimsRef};
@@ -76,6 +78,17 @@ pub trait SilverStore: Send + Sync {
 
     /// Every event of an hour partition (hours since the Unix epoch).
     async fn hour_events(&self, hour: i64) -> StoreResult<Vec<SilverEvent>>;
+
+    /// The events of an hour partition in parts, each given as soon as the store has read it,
+    /// so that a reader of a large hour holds one part at a time instead of the hour (the
+    /// consolidation keeps 32 bytes of each event, where an event takes more than a
+    /// kilobyte). Together the parts are exactly [`Self::hour_events`]' events, in no
+    /// particular order; a part may be empty. An event written while the parts are read may
+    /// or may not be among them (the change feed keeps its hour pending). The default reads
+    /// the hour whole.
+    fn hour_parts(&self, hour: i64) -> BoxStream<'_, StoreResult<Vec<SilverEvent>>> {
+        futures::stream::once(self.hour_events(hour)).boxed()
+    }
 
     /// The ids and hours of a viewer's events, found through an index on the pseudonym.
     async fn viewer_events(&self, viewer: &Pseudonym) -> StoreResult<Vec<(String, i64)>>;

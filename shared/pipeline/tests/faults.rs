@@ -59,6 +59,7 @@ fn is_read(label: &str) -> bool {
         ".head ",
         ".list",
         "hour_events",
+        "hour_parts",
         "viewer_events",
         "gold.cells",
         "gold.manifest",

@@ -327,6 +327,21 @@ impl SilverStore for FaultySilver {
             .await
     }
 
+    /// Each part is a call of its own, the one that finds no more parts too: a run can fail
+    /// or die half way through an hour.
+    fn hour_parts(&self, hour: i64) -> BoxStream<'_, StoreResult<Vec<SilverEvent>>> {
+        futures::stream::try_unfold(self.0.hour_parts(hour), move |mut parts| async move {
+            let part = self
+                .1
+                .store(&|| "silver.hour_parts".into(), async {
+                    parts.next().await.transpose()
+                })
+                .await?;
+            Ok(part.map(|p| (p, parts)))
+        })
+        .boxed()
+    }
+
     async fn viewer_events(&self, viewer: &Pseudonym) -> StoreResult<Vec<(String, i64)>> {
         self.1
             .store(
