@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Helper of bench/consolidate.sh: cutting an hour, counting cells, DuckDB's day, report.
+"""Helper of bench/consolidate.sh and consolidate_hour.sh: cutting an hour, counting cells,
+DuckDB's day, reports.
 
 Run by the shell script with the benchmark's venv (bench/.venv, which has the
 pinned duckdb); wall time and peak RSS come from `cube_vs_duckdb.py measure`,
@@ -30,6 +31,15 @@ Subcommands:
       --levels hour+day, the default, the day's CUBE too), plays,
       watch_seconds, completed, buffering_ms, bitrate_sum, bitrate_count and
       approx_count_distinct(viewer_id); writes the cells to a CSV file.
+
+  one-hour --events F --out F --at YYYY-MM-DDTHH
+      Writes the events CSV with every readable occurred_at moved into one
+      UTC hour (its minutes and seconds kept), other rows as they are: an
+      hour of as many events as the file has (for consolidate_hour.sh).
+
+  hours-report --res DIR --events N... --runs R
+      Prints consolidate_hour.sh's table from DIR/open-N-runI.json and
+      DIR/open-N-cells.json.
 
   report --hour-runs JSON... --hour-cells JSON --hour-events N
          --day-runs JSON... --day-cells JSON --day-events N
@@ -131,6 +141,56 @@ def cmd_cut_hour(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_one_hour(args: argparse.Namespace) -> int:
+    at = args.at
+    datetime.strptime(at, "%Y-%m-%dT%H")  # refuses anything else
+    moved = kept = 0
+    with Path(args.events).open("rb") as f, Path(args.out).open("wb") as out:
+        out.write(f.readline())
+        for line in f:
+            parts = line.split(b",", 2)
+            try:
+                ts = parts[1].decode()
+                if ts.endswith("Z") and len(ts) == 20 and ts[10] == "T":
+                    minute_second = ts[14:19]
+                else:
+                    dt = datetime.fromisoformat(ts).astimezone(UTC)
+                    minute_second = dt.strftime("%M:%S")
+            except (IndexError, ValueError, UnicodeDecodeError):
+                out.write(line)
+                kept += 1
+                continue
+            out.write(b",".join([parts[0], f"{at}:{minute_second}Z".encode(), parts[2]]))
+            moved += 1
+    print(f"  {moved:,} rows moved into {at}:00Z, {kept:,} unreadable rows left as they were")
+    return 0
+
+
+def cmd_hours_report(args: argparse.Namespace) -> int:
+    res = Path(args.res)
+    print(
+        f"{'events in the hour':>18} {'published':>9} {'seconds':>8} {'events/s':>10}"
+        f" {'hour cells':>11} {'peak MiB':>9} {'own MiB':>8} {'bytes/event':>11} {'cpu s':>7}"
+    )
+    for n in args.events:
+        r = best_of([str(res / f"open-{n}-run{i}.json") for i in range(1, args.runs + 1)])
+        c = read_json(res / f"open-{n}-cells.json")
+        n_events = c["silver_events"]
+        s = r["seconds"]
+        own = r.get("peak_anon_bytes")
+        print(
+            f"{n_events:>18,} {published(r):>9} {s:>8.2f} {n_events / s:>10,.0f}"
+            f" {c['hour_cells']:>11,} {mib(r['peak_rss_bytes']):>9.0f} {benchlib.anon(r):>8}"
+            f" {(own or r['peak_rss_bytes']) / n_events:>11,.0f} {cpu_seconds(r):>7.2f}"
+        )
+    print(
+        f"(best wall time of {args.runs} run(s), highest peak; events = distinct events"
+        " in silver; published = seconds until the day's hours were live; own = anonymous"
+        " memory, bytes/event = own (or peak) memory / events)"
+    )
+    return 0
+
+
 def print_hour(r: dict, how: str) -> None:
     print(
         f"  hour {r['day']} {r['hour']:02d}:00 UTC ({how}): {r['rows']:,} rows"
@@ -195,6 +255,7 @@ def cmd_cells(args: argparse.Namespace) -> int:
         "day_cells": day_cells,
         "cells": hour_cells + day_cells,
         "blocks": blocks,
+        "silver_events": con.execute("SELECT count(*) FROM silver_events").fetchone()[0],
         "db_bytes": Path(args.db).stat().st_size,
     }
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -329,6 +390,16 @@ def main() -> int:
     n = benchlib.command(sub, "cells", cmd_cells)
     n.add_argument("--db", required=True)
     n.add_argument("--json", required=True)
+
+    o = benchlib.command(sub, "one-hour", cmd_one_hour)
+    o.add_argument("--events", required=True)
+    o.add_argument("--out", required=True)
+    o.add_argument("--at", required=True)
+
+    hr = benchlib.command(sub, "hours-report", cmd_hours_report)
+    hr.add_argument("--res", required=True)
+    hr.add_argument("--events", type=int, nargs="+", required=True)
+    hr.add_argument("--runs", type=int, default=1)
 
     d = benchlib.command(sub, "duckdb-day", cmd_duckdb_day)
     d.add_argument("--events", required=True)
