@@ -187,19 +187,22 @@ INGEST_CPU_US_PER_EVENT = 40.7e6 / 1_000_000
 CONSOLIDATE_US_PER_EVENT = 6.3e6 / 200_000
 CONSOLIDATE_REF_EVENTS = 200_000
 # bench/consolidate.sh (2026-12-05): a day of 2,400,000 events consolidated with its day level
-# and exports, peak own memory (RssAnon) 882 to 914 MB in three runs on the embedded backend. A
+# and exports, peak own memory (RssAnon) 786 to 802 MB in three runs on the embedded backend
+# (882 to 914 MB while each hour's events were held whole). A
 # closing run holds the day level's cells, the hours on their way to the Parquet export and both
 # export files: taken to scale with the day level's bytes.
-CLOSING_MEMORY_REF_BYTES = 914e6
+CLOSING_MEMORY_REF_BYTES = 802e6
 CLOSING_MEMORY_REF_EVENTS = 2_400_000
-# bench/consolidate.sh (2026-12-05): an hour partition of 103,586 events recomputed and
-# published, peak own memory 155 MB: its events and their cube (an hour of 21,632 events: 53
-# MB). A run builds two hours at a time; taken to scale with their events, 1.5 KB each (the
-# embedded backend's SQLite cache and the process's fixed share included). On the AWS backend
-# against the local emulator, a day whose 59,695 events all fall in one hour (its hour and day
-# levels, its exports) peaked at 114 MB, 1.9 KB an event with the fixed share.
-HOUR_MEMORY_REF_BYTES = 155e6
-HOUR_MEMORY_REF_EVENTS = 103_586
+# bench/consolidate_hour.sh (2026-12-05): a scheduled run recomputing one hour of the open day
+# (hours only, as the runs before the closing one), peak own memory (RssAnon) for hours of
+# 99,494, 994,937 and 2,984,742 events: 61, 288 and 557 MiB (160,551, 608,682 and 1,026,382
+# hour cells). The hour is read in parts (SilverStore::hour_parts), so what grows is its cube
+# (cells with their viewer sketches) and 32 bytes of facts an event: 135 bytes an event from
+# 1M to 3M. Interpolated between the points; beyond the last, its slope (cells grow more
+# slowly than events, so that overstates). A run builds two hours at a time, taken as one hour
+# of both hours' events. On the AWS backend against the local emulator, a day whose 59,695
+# events all fall in one hour (its hour and day levels, its exports) peaked at 114 MB.
+HOUR_MEMORY_POINTS = [(99_494, 61 * 2**20), (994_937, 288 * 2**20), (2_984_742, 557 * 2**20)]
 # bench/query_latency.sh: answers p50 7-29 ms over HTTP on the embedded backend.
 QUERY_LOCAL_MS = 25
 # shared/pipeline/src/query.rs: days read at once, at most, the memory their cells may take,
@@ -390,6 +393,16 @@ def level_cells(events: float) -> float:
         return 0.0
     cells = events * CELLS_REF_PER_EVENT * (events / GOLD_REF_EVENTS) ** -CELLS_EXPONENT
     return min(cells, MAX_CELLS_PER_LEVEL)
+
+
+def hour_run_bytes(events: float) -> float:
+    """Own memory of a run recomputing hours of `events` events in all (HOUR_MEMORY_POINTS)."""
+    pts = HOUR_MEMORY_POINTS
+    if events <= pts[0][0]:
+        return pts[0][1]
+    (e0, m0), (e1, m1) = next(((p, q) for p, q in zip(pts, pts[1:]) if events <= q[0]),
+                              (pts[-2], pts[-1]))
+    return m0 + (m1 - m0) * (events - e0) / (e1 - e0)
 
 
 def vcpu(memory_mb: int) -> float:
@@ -697,7 +710,7 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
                 continue
             day_events = sum(w[:h]) * E + live_h * k / n
             two = sum(sorted(e for e, _ in touched)[-2:])
-            hours_mb = max(hours_mb, HOUR_MEMORY_REF_BYTES * two / HOUR_MEMORY_REF_EVENTS / 1e6)
+            hours_mb = max(hours_mb, hour_run_bytes(two) / 1e6)
             run = consolidation_run(touched, day_events, [], item_bytes, a, build=False)
             runs_at.append((h, run, sum(gold_stored(e, a) for e, _ in touched),
                             sum(e for e, _ in touched)))
