@@ -499,7 +499,7 @@ impl Pipeline {
     /// The cells of hour `h` of `day` recomputed from silver; `None` when it has no events.
     /// The hour is read in parts ([`crate::ports::SilverStore::hour_parts`]), each turned into
     /// facts and dropped as it comes: an hour of 10M events is then held as 320 MB of facts,
-    /// not as the 15 GB its events would take.
+    /// not as the 2.5 GB or so its events take.
     async fn hour_cells(
         &self,
         catalog: &Arc<Catalog>,

@@ -81,8 +81,8 @@ pub trait SilverStore: Send + Sync {
 
     /// The events of an hour partition in parts, each given as soon as the store has read it,
     /// so that a reader of a large hour holds one part at a time instead of the hour (the
-    /// consolidation keeps 32 bytes of each event, where an event takes more than a
-    /// kilobyte). Together the parts are exactly [`Self::hour_events`]' events, in no
+    /// consolidation keeps 32 bytes of each event, where an event as read takes about 250).
+    /// Together the parts are exactly [`Self::hour_events`]' events, in no
     /// particular order; a part may be empty. An event written while the parts are read may
     /// or may not be among them (the change feed keeps its hour pending). The default reads
     /// the hour whole.
