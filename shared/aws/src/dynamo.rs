@@ -60,12 +60,28 @@ pub async fn batch_write(
     table: &str,
     requests: Vec<WriteRequest>,
 ) -> StoreResult<()> {
-    let chunks: Vec<Vec<WriteRequest>> = requests
-        .chunks(WRITE_BATCH)
-        .map(<[WriteRequest]>::to_vec)
-        .collect();
+    batch_write_from(client, table, requests.into_iter().map(Ok)).await
+}
+
+/// [`batch_write`] of requests made as the calls need them: only the calls in flight hold
+/// theirs. The first request that cannot be made fails the write, as a failed call does.
+pub async fn batch_write_from(
+    client: &Client,
+    table: &str,
+    mut requests: impl Iterator<Item = StoreResult<WriteRequest>> + Send,
+) -> StoreResult<()> {
+    let chunks = std::iter::from_fn(move || {
+        let chunk = requests
+            .by_ref()
+            .take(WRITE_BATCH)
+            .collect::<StoreResult<Vec<_>>>();
+        match chunk {
+            Ok(c) if c.is_empty() => None,
+            chunk => Some(chunk),
+        }
+    });
     futures::stream::iter(chunks)
-        .map(|chunk| write_chunk(client, table, chunk))
+        .map(|chunk| async move { write_chunk(client, table, chunk?).await })
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;

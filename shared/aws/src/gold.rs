@@ -40,7 +40,8 @@ use streamcube_pipeline::ports::{
 };
 
 use crate::dynamo::{
-    Consistency, Item, batch_write, get_s, is_condition_failed, n, query_partition, s, store_err,
+    Consistency, Item, batch_write, batch_write_from, get_s, is_condition_failed, n,
+    query_partition, s, store_err,
 };
 
 /// Largest encoded block per item (DynamoDB items are limited to 400 KB).
@@ -428,24 +429,36 @@ impl GoldStore for DynamoGold {
         let pks = cell_pks(day, level, generation);
         // A repeat replaces: drop what an earlier attempt left under this generation.
         self.delete_partitions(&pks).await?;
+        // Blocks are encoded and compressed as the writes need them, one (cuboid, part) at a
+        // time: holding a level's compressed blocks took 1.7 GB for a day at 100M events.
         // Round-robin over the shards, so that every batch of writes spans them all.
-        let mut requests = Vec::new();
         let mut written = Written::default();
-        for ((cuboid, part), cells) in by_part(cells) {
-            let prefix = part_prefix(cuboid, part);
-            let blocks = blocks(&cells);
-            written.parts.push((prefix.clone(), blocks.len()));
-            for (chunk, block) in blocks.into_iter().enumerate() {
-                let sk = format!("{prefix}{chunk:05}");
-                let mut item = key(pks[requests.len() % CELL_SHARDS].clone(), sk);
-                item.insert(
-                    "zcells".into(),
-                    AttributeValue::B(Blob::new(compress(&block)?)),
-                );
-                requests.push(put(item)?);
+        let (mut parts, mut made) = (by_part(cells).into_iter(), 0);
+        let mut pending = Vec::<(String, Vec<u8>)>::new().into_iter();
+        let (pks, written_parts) = (&pks, &mut written.parts);
+        let requests = std::iter::from_fn(move || {
+            loop {
+                if let Some((sk, block)) = pending.next() {
+                    let mut item = key(pks[made % CELL_SHARDS].clone(), sk);
+                    made += 1;
+                    return Some(compress(&block).and_then(|z| {
+                        item.insert("zcells".into(), AttributeValue::B(Blob::new(z)));
+                        put(item)
+                    }));
+                }
+                let ((cuboid, part), cells) = parts.next()?;
+                let prefix = part_prefix(cuboid, part);
+                let blocks = blocks(&cells);
+                written_parts.push((prefix.clone(), blocks.len()));
+                pending = blocks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(chunk, block)| (format!("{prefix}{chunk:05}"), block))
+                    .collect::<Vec<_>>()
+                    .into_iter();
             }
-        }
-        batch_write(&self.client, &self.table, requests).await?;
+        });
+        batch_write_from(&self.client, &self.table, requests).await?;
         // Every block is written: readers may now read them eventually consistent.
         reg.insert(WRITTEN.into(), s(written.encode()));
         self.client

@@ -1614,6 +1614,53 @@ fn day_key(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
+/// A (cuboid, part)'s cells, encoded, on their way to `gold_blocks`.
+type Block = ((u8, u16), Vec<u8>);
+
+/// Replaces the blocks of a (day, level, generation) with those `next` gives, in one
+/// transaction that commits when `next` gives the end mark (`Some(None)`); when it runs out
+/// without it (`None`: the caller went away), nothing is committed.
+fn write_blocks(
+    c: &mut Connection,
+    day: String,
+    level: Level,
+    generation: i64,
+    mut next: impl FnMut() -> Option<Option<Block>>,
+) -> StoreResult<()> {
+    let tx = c.transaction().map_err(sql_err)?;
+    tx.execute(
+        "DELETE FROM gold_blocks WHERE day = ?1 AND level = ?2 AND generation = ?3",
+        params![day, level_code(level), generation],
+    )
+    .map_err(sql_err)?;
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT INTO gold_blocks (day, level, generation, cuboid, part, cells)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(sql_err)?;
+        loop {
+            match next() {
+                Some(Some(((cuboid, part), block))) => {
+                    stmt.execute(params![
+                        day,
+                        level_code(level),
+                        generation,
+                        cuboid,
+                        part,
+                        block
+                    ])
+                    .map_err(sql_err)?;
+                }
+                Some(None) => break,
+                None => return Err(StoreError::Backend("the cells stopped coming".into())),
+            }
+        }
+    }
+    tx.commit().map_err(sql_err)
+}
+
 #[async_trait]
 impl GoldStore for SqliteStore {
     async fn manifest(&self, day: NaiveDate) -> StoreResult<Option<DayManifest>> {
@@ -1639,41 +1686,32 @@ impl GoldStore for SqliteStore {
         generation: u64,
         cells: &[(Dims, Cell)],
     ) -> StoreResult<()> {
-        let blocks: Vec<((u8, u16), Vec<u8>)> = by_part(cells)
-            .into_iter()
-            .map(|(key, cells)| (key, encode_cells(&cells)))
-            .collect();
+        // The blocks are encoded here and written by the writing connection as they come, a
+        // few at a time: holding a day level's encoded blocks at once was a fifth of closing a
+        // day's memory. The transaction commits only on the last block's `None`; a write whose
+        // caller went away before it rolls back.
+        let (blocks_tx, mut blocks_rx) = tokio::sync::mpsc::channel::<Option<Block>>(4);
         let generation = int(generation)?;
-        self.with(move |c| {
-            let tx = c.transaction().map_err(sql_err)?;
-            let day = day_key(day);
-            tx.execute(
-                "DELETE FROM gold_blocks WHERE day = ?1 AND level = ?2 AND generation = ?3",
-                params![day, level_code(level), generation],
-            )
-            .map_err(sql_err)?;
-            {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO gold_blocks (day, level, generation, cuboid, part, cells)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )
-                    .map_err(sql_err)?;
-                for ((cuboid, part), block) in &blocks {
-                    stmt.execute(params![
-                        day,
-                        level_code(level),
-                        generation,
-                        cuboid,
-                        part,
-                        block
-                    ])
-                    .map_err(sql_err)?;
+        let write = self.with(move |c| {
+            write_blocks(c, day_key(day), level, generation, || {
+                blocks_rx.blocking_recv()
+            })
+        });
+        let send = async move {
+            for (key, cells) in by_part(cells) {
+                // A send fails only when the write stopped on an error, which it returns.
+                if blocks_tx
+                    .send(Some((key, encode_cells(&cells))))
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
             }
-            tx.commit().map_err(sql_err)
-        })
-        .await
+            let _ = blocks_tx.send(None).await;
+        };
+        let (written, ()) = tokio::join!(write, send);
+        written
     }
 
     async fn publish(&self, manifest: &DayManifest, expected_version: u64) -> StoreResult<()> {
@@ -2433,6 +2471,54 @@ mod tests {
             "{plan:?}"
         );
         assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+    }
+
+    /// A level's blocks are committed only with the end mark: a write whose blocks stop
+    /// coming half way (its caller went away) leaves the blocks written before it as they were.
+    #[test]
+    fn a_level_whose_blocks_stop_coming_is_not_committed() {
+        let (_rt, _dir, path) = scratch();
+        drop(SqliteStore::open(&path).expect("open"));
+        let mut c = Connection::open(&path).expect("db");
+        let day = "2026-11-04".to_owned();
+        let blocks = |n: u16, tag: u8| -> Vec<Option<Option<Block>>> {
+            (0..n)
+                .map(|p| Some(Some(((3, p), vec![tag; 10]))))
+                .collect()
+        };
+        let write = |c: &mut Connection, mut given: Vec<Option<Option<Block>>>| {
+            given.reverse();
+            write_blocks(c, day.clone(), Level::Day, 7, || given.pop().flatten())
+        };
+        let stored = |c: &Connection| -> Vec<(i64, Vec<u8>)> {
+            c.prepare("SELECT part, cells FROM gold_blocks WHERE generation = 7 ORDER BY part")
+                .expect("sql")
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("rows")
+                .collect::<Result<_, _>>()
+                .expect("read")
+        };
+        let mut complete = blocks(3, 1);
+        complete.push(Some(None));
+        write(&mut c, complete).expect("complete write");
+        assert_eq!(
+            stored(&c),
+            (0..3).map(|p| (p, vec![1; 10])).collect::<Vec<_>>()
+        );
+        // Two blocks of a rewrite, then nothing more.
+        let cut = write(&mut c, blocks(2, 2));
+        assert!(matches!(cut, Err(StoreError::Backend(_))), "{cut:?}");
+        assert_eq!(
+            stored(&c),
+            (0..3).map(|p| (p, vec![1; 10])).collect::<Vec<_>>()
+        );
+        let mut rewrite = blocks(2, 2);
+        rewrite.push(Some(None));
+        write(&mut c, rewrite).expect("rewrite");
+        assert_eq!(
+            stored(&c),
+            (0..2).map(|p| (p, vec![2; 10])).collect::<Vec<_>>()
+        );
     }
 
     proptest! {
