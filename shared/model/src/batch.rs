@@ -1151,7 +1151,11 @@ struct RowText<'a> {
 impl RowText<'_> {
     fn room(&mut self, n: usize) {
         if self.out.len() - self.pos < n {
-            let len = (self.out.len() * 2).max(self.pos + n);
+            // Into the room the buffer was made with first: doubling from the header's length
+            // overshot it, and the copy took twice a day export's bytes.
+            let len = (self.out.len() * 2)
+                .max(self.pos + n)
+                .max(self.out.capacity());
             self.out.resize(len, 0);
         }
     }
