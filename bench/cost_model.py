@@ -187,11 +187,12 @@ INGEST_CPU_US_PER_EVENT = 40.7e6 / 1_000_000
 CONSOLIDATE_US_PER_EVENT = 6.3e6 / 200_000
 CONSOLIDATE_REF_EVENTS = 200_000
 # bench/consolidate.sh (2026-12-05): a day of 2,400,000 events consolidated with its day level
-# and exports, peak own memory (RssAnon) 786 to 802 MB in three runs on the embedded backend
-# (882 to 914 MB while each hour's events were held whole). A
+# and exports, peak own memory (RssAnon) 698 to 781 MB in three runs on the embedded backend
+# (786 to 802 MB while a level's blocks were all encoded before the first was written, 882 to
+# 914 MB while each hour's events were held whole). A
 # closing run holds the day level's cells, the hours on their way to the Parquet export and both
 # export files: taken to scale with the day level's bytes.
-CLOSING_MEMORY_REF_BYTES = 802e6
+CLOSING_MEMORY_REF_BYTES = 781e6
 CLOSING_MEMORY_REF_EVENTS = 2_400_000
 # bench/consolidate_hour.sh (2026-12-05): a scheduled run recomputing one hour of the open day
 # (hours only, as the runs before the closing one), peak own memory (RssAnon) for hours of
