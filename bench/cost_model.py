@@ -196,14 +196,14 @@ CLOSING_MEMORY_REF_BYTES = 781e6
 CLOSING_MEMORY_REF_EVENTS = 2_400_000
 # bench/consolidate_hour.sh (2026-12-05): a scheduled run recomputing one hour of the open day
 # (hours only, as the runs before the closing one), peak own memory (RssAnon) for hours of
-# 99,494, 994,937 and 2,984,742 events: 61, 288 and 557 MiB (160,551, 608,682 and 1,026,382
+# 99,494, 994,937 and 2,984,742 events: 55, 233 and 469 MiB (160,551, 608,682 and 1,026,382
 # hour cells). The hour is read in parts (SilverStore::hour_parts), so what grows is its cube
-# (cells with their viewer sketches) and 32 bytes of facts an event: 135 bytes an event from
+# (cells with their viewer sketches) and 32 bytes of facts an event: 124 bytes an event from
 # 1M to 3M. Interpolated between the points; beyond the last, its slope (cells grow more
 # slowly than events, so that overstates). A run builds two hours at a time, taken as one hour
 # of both hours' events. On the AWS backend against the local emulator, a day whose 59,695
 # events all fall in one hour (its hour and day levels, its exports) peaked at 114 MB.
-HOUR_MEMORY_POINTS = [(99_494, 61 * 2**20), (994_937, 288 * 2**20), (2_984_742, 557 * 2**20)]
+HOUR_MEMORY_POINTS = [(99_494, 55 * 2**20), (994_937, 233 * 2**20), (2_984_742, 469 * 2**20)]
 # bench/query_latency.sh: answers p50 7-29 ms over HTTP on the embedded backend.
 QUERY_LOCAL_MS = 25
 # shared/pipeline/src/query.rs: days read at once, at most, the memory their cells may take,
