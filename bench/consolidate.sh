@@ -108,29 +108,6 @@ ingested() {
     echo "$params" >"$dir/.complete"
 }
 
-# timed_consolidations NAME SRC_DIR: RUNS timed consolidations, each of a fresh
-# copy of SRC_DIR; records runs in $RES/NAME-runN.json and the cells of the
-# last one in $RES/NAME-cells.json.
-timed_consolidations() {
-    local name="$1" src="$2" work="$OUT/consolidate-work" i
-    for ((i = 1; i <= RUNS; i++)); do
-        rm -rf "$work"
-        cp -a "$src" "$work"
-        rm -f "$work/.complete"
-        cat "$work/streamcube.db"* >/dev/null # the page cache as right after an ingest
-        # The pipeline logs "day published" once the day's new generation is live in gold
-        # and its exports are in the lake; what follows is the acknowledgement of the hours.
-        MEASURE_MARK="day published" measure "streamcube consolidate, $name (run $i)" \
-            "$RES/$name-run$i.json" \
-            env RUST_LOG=streamcube_pipeline::consolidate=info "$BIN" --data-dir "$work" consolidate
-    done
-    "$PY" "$HELPER" cells --db "$work/streamcube.db" --json "$RES/$name-cells.json"
-    local exports
-    exports="$(du -sk "$work/lake" | cut -f1)"
-    echo "  lake exports: $((exports / 1024)) MiB; data directory: $(du -sm "$work" | cut -f1) MiB"
-    rm -rf "$work"
-}
-
 main() {
     setup
     RES="$OUT/results-consolidate"

@@ -63,7 +63,7 @@ main() {
     RES="$OUT/results-consolidate-hour"
     rm -rf "$RES"
     mkdir -p "$RES"
-    local n i work="$OUT/consolidate-work"
+    local n
     for n in "${EVENTS[@]}"; do
         local data="$OUT/data-day-$n" dir="$OUT/open-hour-$n"
         generate "$data" events="$n" days=1 start="2026-11-04" seed="$SEED"
@@ -74,16 +74,8 @@ main() {
         "$BIN" --data-dir "$dir/data" ingest --catalog "$data/catalog.csv" "$dir/hour.csv" >/dev/null
         rm -f "$dir/hour.csv"
         step "consolidating the hour of $n events ($RUNS run(s))"
-        for ((i = 1; i <= RUNS; i++)); do
-            rm -rf "$work"
-            cp -a "$dir/data" "$work"
-            cat "$work/streamcube.db"* >/dev/null # the page cache as right after an ingest
-            MEASURE_MARK="day published" measure "streamcube consolidate, $n (run $i)" \
-                "$RES/open-$n-run$i.json" \
-                env RUST_LOG=streamcube_pipeline::consolidate=info "$BIN" --data-dir "$work" consolidate
-        done
-        "$PY" "$HELPER" cells --db "$work/streamcube.db" --json "$RES/open-$n-cells.json"
-        rm -rf "$work" "$dir"
+        timed_consolidations "open-$n" "$dir/data"
+        rm -rf "$dir"
     done
     step "results"
     "$PY" "$HELPER" hours-report --res "$RES" --events "${EVENTS[@]}" --runs "$RUNS"

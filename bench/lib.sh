@@ -21,6 +21,7 @@
 #   rows_label N                  1000000 -> 1m, 100000 -> 100k (names of data sets)
 #   bronze_data DIR ROWS DAYS START GZIP  the bronze benchmarks' generated events
 #   warn_if_future START DAYS TEXT...  a warning when the data reaches past today
+#   timed_consolidations NAME DIR  timed consolidations of copies of a data directory
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
@@ -210,4 +211,27 @@ bronze_data() {
     file_sizes "$EVENTS_FILE"
     warn_if_future "$start" "$days" "the events after now are rejected as being in the future" \
         "(by every tool run on them, so comparisons hold, but the accepted counts shrink)."
+}
+
+# timed_consolidations NAME SRC_DIR: $RUNS timed `streamcube consolidate` runs, each of a fresh
+# copy of the data directory SRC_DIR; records runs in $RES/NAME-runN.json and the cells of the
+# last one in $RES/NAME-cells.json (with consolidate.py, $HELPER).
+timed_consolidations() {
+    local name="$1" src="$2" work="$OUT/consolidate-work" i
+    for ((i = 1; i <= RUNS; i++)); do
+        rm -rf "$work"
+        cp -a "$src" "$work"
+        rm -f "$work/.complete"
+        cat "$work/streamcube.db"* >/dev/null # the page cache as right after an ingest
+        # The pipeline logs "day published" once the day's new generation is live in gold
+        # and its exports are in the lake; what follows is the acknowledgement of the hours.
+        MEASURE_MARK="day published" measure "streamcube consolidate, $name (run $i)" \
+            "$RES/$name-run$i.json" \
+            env RUST_LOG=streamcube_pipeline::consolidate=info "$BIN" --data-dir "$work" consolidate
+    done
+    "$PY" "$HELPER" cells --db "$work/streamcube.db" --json "$RES/$name-cells.json"
+    local exports
+    exports="$(du -sk "$work/lake" | cut -f1)"
+    echo "  lake exports: $((exports / 1024)) MiB; data directory: $(du -sm "$work" | cut -f1) MiB"
+    rm -rf "$work"
 }
