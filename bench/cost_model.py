@@ -181,19 +181,25 @@ CUBE_CPU_US_PER_EVENT = 2.64e6 * 2 / 1_000_000
 # Taken for every ingest path: a floor for the API and Kafka, whose conditional PutItem per event
 # is a request of its own.
 INGEST_CPU_US_PER_EVENT = 40.7e6 / 1_000_000
-# bench/consolidate.sh: a 200,000-event day consolidated in 6.3 s on the embedded backend: 31.5 us
-# per event, the cube build above included; the rest (decoding, merging, encoding blocks, CSV and
-# Parquet) is taken to scale with the gold bytes handled.
-CONSOLIDATE_US_PER_EVENT = 6.3e6 / 200_000
-CONSOLIDATE_REF_EVENTS = 200_000
-# bench/consolidate.sh (2026-12-05): a day of 2,400,000 events consolidated with its day level
-# and exports, peak own memory (RssAnon) 698 to 781 MB in three runs on the embedded backend
-# (786 to 802 MB while a level's blocks were all encoded before the first was written, 882 to
-# 914 MB while each hour's events were held whole). A
-# closing run holds the day level's cells, the hours on their way to the Parquet export and both
-# export files: taken to scale with the day level's bytes.
-CLOSING_MEMORY_REF_BYTES = 781e6
-CLOSING_MEMORY_REF_EVENTS = 2_400_000
+# bench/consolidate.sh (2026-12-05, this build): a day of 2,400,000 events consolidated with its
+# day level and exports on the embedded backend in 15.0 to 15.7 s of CPU in three runs (the
+# whole command, the viewer index after publication included; a day of 10,000,000 in 51.3 s).
+# A profile of the day (docs/performance.md, Consolidation) puts 38% of it on reading silver,
+# building the hour cubes and indexing viewers, which follow the events recomputed (counted at
+# CUBE_CPU_US_PER_EVENT, which also reads, validates and pseudonymizes, for the SDK's reads);
+# the rest, merging the hours, encoding and writing gold and the exports, is taken to scale
+# with the gold bytes handled.
+CONSOLIDATE_CPU_S = 15.7
+CONSOLIDATE_REF_EVENTS = 2_400_000
+CONSOLIDATE_GOLD_SHARE = 0.62
+# bench/consolidate.sh (2026-12-05): peak own memory (RssAnon) of a day consolidated with its
+# day level and exports on the embedded backend: 698 to 722 MB for 2,400,000 events (three
+# runs), 1,573 MB for 10,000,000 and 2,705 MB for 30,000,000 (one run each). What grows is the
+# day level's cells (with their viewer sketches) and the exports held until the flip: a closing
+# run is taken to follow the day level's bytes (gold_bytes), on straight lines between the
+# days, and beyond the last on its slope (2.4 bytes of memory a gold byte from 2.4M to 10M
+# events, 1.5 from 10M to 30M: that overstates).
+CLOSING_MEMORY_POINTS = [(2_400_000, 722e6), (10_000_000, 1_573e6), (30_000_000, 2_705e6)]
 # bench/consolidate_hour.sh (2026-12-05): a scheduled run recomputing one hour of the open day
 # (hours only, as the runs before the closing one), peak own memory (RssAnon) for hours of
 # 99,494, 994,937 and 2,984,742 events: 55, 233 and 469 MiB (160,551, 608,682 and 1,026,382
@@ -308,6 +314,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a("--gold-days", type=int, default=None,
       help="days of gold kept (gold has no TTL; default: --retention-days)")
     a("--architecture", choices=sorted(LAMBDA_GB_S), default="arm64")
+    a("--consolidator-memory", type=int, default=MEMORY_MB["cube-consolidator"],
+      help="MB for cube-consolidator (ConsolidatorMemorySize, 1024 to 10240)")
     a("--schedule-minutes", type=int, default=SCHEDULE_MINUTES,
       help="minutes between scheduled consolidations (ConsolidationSchedule; divides 60)")
     a("--stream-shards", type=int, default=None,
@@ -348,6 +356,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.schedule_minutes <= 0 or 60 % args.schedule_minutes:
         p.error("--schedule-minutes must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)")
+    if not 1024 <= args.consolidator_memory <= 10240:
+        p.error("--consolidator-memory must be within 1024 and 10240 (ConsolidatorMemorySize)")
+    # One model per process: the functions below read the memory sizes from MEMORY_MB.
+    MEMORY_MB["cube-consolidator"] = args.consolidator_memory
     args.volumes = [float(v) for v in args.volumes.split(",") if v.strip()]
     mix = [float(x) for x in args.mix.split(",")]
     if len(mix) != 3 or sum(mix) <= 0 or min(mix) < 0:
@@ -404,6 +416,15 @@ def hour_run_bytes(events: float) -> float:
     (e0, m0), (e1, m1) = next(((p, q) for p, q in zip(pts, pts[1:]) if events <= q[0]),
                               (pts[-2], pts[-1]))
     return m0 + (m1 - m0) * (events - e0) / (e1 - e0)
+
+
+def closing_run_bytes(events: float, a: argparse.Namespace) -> float:
+    """Own memory of the run closing a day of `events` events (CLOSING_MEMORY_POINTS)."""
+    pts = [(gold_bytes(e, a), m) for e, m in CLOSING_MEMORY_POINTS]
+    g = gold_bytes(events, a)
+    (g0, m0), (g1, m1) = next(((p, q) for p, q in zip(pts, pts[1:]) if g <= q[0]),
+                              (pts[-2], pts[-1]))
+    return max(0.0, m0 + (m1 - m0) * (g - g0) / (g1 - g0))
 
 
 def vcpu(memory_mb: int) -> float:
@@ -560,7 +581,7 @@ def consolidation_run(
     # handled, calibrated on the measured day (which wrote 24 hour levels and the day level).
     ref = CONSOLIDATE_REF_EVENTS
     ref_gold = gold_bytes(ref, a) + sum(gold_bytes(ref * x, a) for x in profile())
-    us_per_byte = (CONSOLIDATE_US_PER_EVENT - CUBE_CPU_US_PER_EVENT) * ref / ref_gold
+    us_per_byte = CONSOLIDATE_GOLD_SHARE * CONSOLIDATE_CPU_S * 1e6 / ref_gold
     cpu_s = (read_events * CUBE_CPU_US_PER_EVENT + (gold_in + gold_out) * us_per_byte) / 1e6
     if not a.uncompressed_gold:  # the calibration day was measured on uncompressed blocks
         cpu_s += (gold_out * ZSTD_COMPRESS_US_PER_BYTE
@@ -725,8 +746,7 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
         closing_s = run.lambda_seconds()
         runs_at.append((CLOSING, run, gold_stored(E, a) + gold_stored(last, a), last))
     # What the closing run holds in memory, against the function's memory size.
-    closing_mb = (CLOSING_MEMORY_REF_BYTES * gold_bytes(E, a)
-                  / gold_bytes(CLOSING_MEMORY_REF_EVENTS, a) / 1e6) if E else 0.0
+    closing_mb = closing_run_bytes(E, a) / 1e6 if E else 0.0
     out_of_memory = closing_mb > MEMORY_MB["cube-consolidator"]
     closing_cut = closing_s > CONSOLIDATOR_TIMEOUT_S or out_of_memory
     # Each day is tried MAX_CLOSE_ATTEMPTS times, CLOSE_RETRY_S apart: at steady state, that
@@ -737,13 +757,14 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
         s_, units = run.lambda_seconds(), run.units
         if closing_cut and h in retry_hours:
             # The day keeps no day level, so a run tries to close it again once the last
-            # attempt is CLOSE_RETRY_S old, after its own work, until the timeout: that share
-            # of a closing run is spent for nothing. (The first attempt is the closing run.)
+            # attempt is CLOSE_RETRY_S old, after its own work, until the timeout or the end of
+            # the memory (taken as a whole closing run): spent for nothing. (The first attempt
+            # is the closing run.)
             retry_hours.discard(h)
             cut = runs_at[-1][1]
-            spare = max(0.0, CONSOLIDATOR_TIMEOUT_S - s_)
-            units = units + cut.units.scaled(spare / closing_s)
-            s_ += spare
+            spent = min(closing_s, max(0.0, CONSOLIDATOR_TIMEOUT_S - s_))
+            units = units + cut.units.scaled(spent / closing_s)
+            s_ += spent
         if s_ > CONSOLIDATOR_TIMEOUT_S:  # killed at the timeout, having spent this much
             first_cut = h if first_cut is None else first_cut
             units = units.scaled(CONSOLIDATOR_TIMEOUT_S / s_)
@@ -1188,7 +1209,9 @@ def assumptions(a: argparse.Namespace) -> list[str]:
         f"{DDB_PARTITION_WCU_S} WRU/s, a gold level {CELL_SHARDS} keys; S3 {a.s3_request_ms:g} ms + {a.s3_mb_per_s:g} MB/s) + CPU "
         f"measured on the 2-core build machine (ingest through the AWS adapters "
         f"{INGEST_CPU_US_PER_EVENT:.1f} us/event; cube {CUBE_CPU_US_PER_EVENT:.1f} us/event; "
-        f"consolidation {CONSOLIDATE_US_PER_EVENT:.1f} us/event of a 200,000-event day) / the "
+        f"consolidation {CONSOLIDATE_CPU_S * 1e6 / CONSOLIDATE_REF_EVENTS:.1f} us/event of a "
+        f"{CONSOLIDATE_REF_EVENTS:,}-event day, {CONSOLIDATE_GOLD_SHARE:.0%} of it taken to "
+        f"scale with the gold bytes handled) / the "
         f"vCPU share of the memory (1 vCPU at {LAMBDA_MB_PER_VCPU} MB).",
         f"Gold blocks of a level of N events: {GOLD_REF_BYTES_PER_EVENT:.1f} B/event x "
         f"(N / {GOLD_REF_EVENTS:,})^-{a.gold_exponent:.2f}, fitted to two measured stores and "
