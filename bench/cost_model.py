@@ -171,9 +171,8 @@ LEDGER_ITEM_BYTES = 450  # ledger#<key>, v#<version>, report JSON (~85 B measure
 # =================================================================================================
 # bench/cube_vs_duckdb.sh: `streamcube cube --threads 2`, 1,000,000 events in 2.64 s (an earlier
 # run): validation + pseudonymization + cube on 2 threads, ~5.3 us of CPU per event.
-# Kept from the run before the cube rolled coarse cuboids up from finer ones (1.84 s since), and
-# likewise the consolidation below (the day's consolidation is faster since): the CPU figures,
-# a small part of the bill, are on the high side.
+# Kept from the run before the cube rolled coarse cuboids up from finer ones (1.84 s since): the
+# CPU figure, a small part of the bill, is on the high side.
 CUBE_CPU_US_PER_EVENT = 2.64e6 * 2 / 1_000_000
 # bench/bronze_aws.sh (2026-12-05): 1,000,000 rows through the AWS adapters against the local
 # emulator in 40.7 s of streamcube's CPU: reading, validation and pseudonymization, and the SDK's
@@ -194,12 +193,13 @@ CONSOLIDATE_REF_EVENTS = 2_400_000
 CONSOLIDATE_GOLD_SHARE = 0.62
 # bench/consolidate.sh (2026-12-05): peak own memory (RssAnon) of a day consolidated with its
 # day level and exports on the embedded backend: 698 to 722 MB for 2,400,000 events (three
-# runs), 1,573 MB for 10,000,000 and 2,705 MB for 30,000,000 (one run each). What grows is the
-# day level's cells (with their viewer sketches) and the exports held until the flip: a closing
-# run is taken to follow the day level's bytes (gold_bytes), on straight lines between the
-# days, and beyond the last on its slope (2.4 bytes of memory a gold byte from 2.4M to 10M
-# events, 1.5 from 10M to 30M: that overstates).
-CLOSING_MEMORY_POINTS = [(2_400_000, 722e6), (10_000_000, 1_573e6), (30_000_000, 2_705e6)]
+# runs), 1,573 MB for 10,000,000, 2,705 MB for 30,000,000 and 4,032 MB for 60,000,000 (one run
+# each). What grows is the day level's cells (with their viewer sketches) and the exports held
+# until the flip: a closing run is taken to follow the day level's bytes (gold_bytes), on
+# straight lines between the days, and beyond the last on its slope (bytes of memory a gold
+# byte: 2.4 from 2.4M to 10M events, 1.5 from 10M to 30M, 1.4 from 30M to 60M).
+CLOSING_MEMORY_POINTS = [(2_400_000, 722e6), (10_000_000, 1_573e6), (30_000_000, 2_705e6),
+                         (60_000_000, 4_032e6)]
 # bench/consolidate_hour.sh (2026-12-05): a scheduled run recomputing one hour of the open day
 # (hours only, as the runs before the closing one), peak own memory (RssAnon) for hours of
 # 99,494, 994,937 and 2,984,742 events: 55, 233 and 469 MiB (160,551, 608,682 and 1,026,382
