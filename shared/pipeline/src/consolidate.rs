@@ -40,7 +40,7 @@ const MAX_CONFLICT_RETRIES: u32 = 8;
 pub const CLOSE_LOOKBACK_DAYS: u64 = 7;
 
 /// How long after an attempt to close a day another may start: an attempt that died (a day
-/// too large for the function's time limit) is not retried by every run.
+/// too large for the function's memory or time limit) is not retried by every run.
 pub const CLOSE_RETRY_SECS: i64 = 6 * 3600;
 
 /// Attempts to close a day before the scheduled runs leave it to an explicit
@@ -253,8 +253,10 @@ impl Pipeline {
             tracing::warn!(
                 day = ?manifest.day,
                 attempts = manifest.close_attempts,
-                "the day could not be closed by the scheduled runs; \
-                 `streamcube consolidate --from DAY --to DAY` builds its day level"
+                "the day could not be closed by the scheduled runs (an attempt dies when the \
+                 day needs more memory or time than a run has; on AWS, ConsolidatorMemorySize \
+                 sets the memory); `streamcube consolidate --from DAY --to DAY` builds its \
+                 day level"
             );
             return Ok(false);
         }
