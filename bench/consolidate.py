@@ -7,12 +7,14 @@ pinned duckdb); wall time and peak RSS come from `cube_vs_duckdb.py measure`,
 the SQL and the report pieces it shares with that benchmark from benchlib.py.
 Subcommands:
 
-  cut-hour --events F --out F [--hour auto|busiest|0..23] [--json F]
+  cut-hour --events F --out F [--hour auto|busiest|0..23] [--json F] [--rest F]
       Counts the rows of a one-day events CSV per UTC hour of occurred_at
       (offsets such as +01:00 normalized, as silver partitions them) and
       writes the header and the rows of one hour, byte for byte, to --out.
       `auto` (the default) picks the hour whose row count is nearest to a
-      24th of the file, `busiest` the hour with the most rows.
+      24th of the file, `busiest` the hour with the most rows. With --rest,
+      the header and every other row go to that file, so that the two files
+      hold the input's rows between them.
 
   show-hour --json F [--hour H]
       Prints what cut-hour found, from its --json.
@@ -50,6 +52,7 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sqlite3
 import sys
@@ -59,7 +62,7 @@ from pathlib import Path
 
 sys.dont_write_bytecode = True  # no __pycache__ in bench/ for the import below
 import benchlib  # noqa: E402
-from benchlib import best_of, cpu_seconds, mib, read_json  # noqa: E402
+from benchlib import anon, best_of, cpu_seconds, mib, read_json  # noqa: E402
 
 TARGET_DAY_SECONDS = 10.0
 
@@ -91,7 +94,8 @@ def cmd_cut_hour(args: argparse.Namespace) -> int:
             except (IndexError, ValueError, UnicodeDecodeError):
                 yield line, None
 
-    # Two streaming passes: count per hour, then copy the chosen hour's lines.
+    # Two streaming passes: count per hour, then copy the chosen hour's lines (and the others
+    # to --rest).
     counts: dict[tuple[str, int], int] = {}
     bad = file_rows = 0
     with src.open("rb") as f:
@@ -121,9 +125,18 @@ def cmd_cut_hour(args: argparse.Namespace) -> int:
         chosen = (main_day, h)
         if chosen not in counts:
             sys.exit(f"no rows in hour {h} of {main_day}")
-    with src.open("rb") as f, Path(args.out).open("wb") as out:
-        out.write(f.readline())
-        out.writelines(line for line, k in rows(f) if k == chosen)
+    with contextlib.ExitStack() as files:
+        f = files.enter_context(src.open("rb"))
+        out = files.enter_context(Path(args.out).open("wb"))
+        rest = files.enter_context(Path(args.rest).open("wb")) if args.rest else None
+        header = f.readline()
+        out.write(header)
+        if rest is None:
+            out.writelines(line for line, k in rows(f) if k == chosen)
+        else:
+            rest.write(header)
+            for line, k in rows(f):
+                (out if k == chosen else rest).write(line)
     result = {
         "day": chosen[0],
         "hour": chosen[1],
@@ -332,6 +345,15 @@ def cmd_report(args: argparse.Namespace) -> int:
             f" {c['events']:,} distinct events published"
         )
 
+    if args.closing_runs:
+        close = best_of(args.closing_runs)
+        print(
+            f"  closing the day (its last hour recomputed, the others read back):"
+            f" published after {published(close)} s, {close['seconds']:.2f} s,"
+            f" peak {mib(close['peak_rss_bytes']):.0f} MiB (own {anon(close)} MiB),"
+            f" cpu {cpu_seconds(close):.2f} s; the whole day: own {anon(rows[1][1])} MiB"
+        )
+
     day = rows[1][1]
     if args.duckdb_runs:
         duck = best_of(args.duckdb_runs)
@@ -382,6 +404,7 @@ def main() -> int:
     c.add_argument("--out", required=True)
     c.add_argument("--hour", default="auto")
     c.add_argument("--json")
+    c.add_argument("--rest")
 
     sh = benchlib.command(sub, "show-hour", cmd_show_hour)
     sh.add_argument("--json", required=True)
@@ -418,6 +441,7 @@ def main() -> int:
     r.add_argument("--day-events", type=int, required=True)
     r.add_argument("--duckdb-runs", nargs="*")
     r.add_argument("--duckdb-cells")
+    r.add_argument("--closing-runs", nargs="*")
 
     return benchlib.run(p)
 

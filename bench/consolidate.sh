@@ -10,7 +10,14 @@
 #       100,000 rows; the script prints the count and the busiest hour's),
 #       ingested alone into a fresh data directory: one hour recomputed;
 #   (b) the whole day: the 2,400,000 events ingested into a fresh data
-#       directory: 24 hours recomputed and merged into the day.
+#       directory: 24 hours recomputed and merged into the day;
+#   (c) with --closing, the day closed after midnight: the day without its
+#       last hour (23:00 UTC) ingested and consolidated (not timed), then that
+#       hour ingested, and the timed run consolidates again, as the first
+#       scheduled run after the day ends does: one hour recomputed, the other
+#       23 read back from gold, the day level and the exports built again.
+#       Its peak memory is what a closing run needs (the cost model's
+#       consolidator memory).
 # For each: seconds, seconds per hour partition, events per second and cells
 # written per second, and the seconds until the day was published (its new
 # generation live in gold and its CSV and Parquet exports in the lake; the
@@ -29,20 +36,22 @@
 # is published in under 10 s; the whole command's time is printed beside it.
 #
 # Usage:  bench/consolidate.sh [--events N] [--hour H] [--runs N] [--threads N]
-#                              [--no-duckdb] [--skip-build]
+#                              [--no-duckdb] [--closing] [--skip-build]
 #   --events N     events in the generated day (default 2400000)
 #   --hour H       the hour partition of (a): auto (default), busiest or 0..23
 #   --runs N       timed runs per case, best wall time reported (default 3);
 #                  each run consolidates a fresh copy of the ingested data
 #   --threads N    DuckDB's threads (default 2)
 #   --no-duckdb    skip the DuckDB comparison
+#   --closing      also time case (c), the day closed after its last hour
 #   --skip-build   use the streamcube binary already built in release
 # Environment: STREAMCUBE_BIN=/path/to/streamcube uses that binary instead of
 # building one; CARGO_BUILD_JOBS limits the build's parallelism as usual.
 #
 # Needs python3 (with venv) and cargo. Generated CSV files are kept in
 # bench/out/data-day-N/ and the ingested (not yet consolidated) data
-# directories in bench/out/ingested-*/, reused while the parameters and the
+# directories in bench/out/ingested-*/ (for (c), bench/out/closing-day-N/,
+# the day consolidated but its last hour), reused while the parameters and the
 # streamcube binary are the same; each timed run consolidates a copy in
 # bench/out/consolidate-work/. Results go to bench/out/results-consolidate/ and
 # bench/out/consolidate-last-run.txt is a copy of the output. Peak RSS comes
@@ -64,6 +73,7 @@ HOUR=auto
 RUNS=3
 THREADS=2
 DUCKDB=1
+CLOSING=0
 SKIP_BUILD=0
 
 while [[ $# -gt 0 ]]; do
@@ -73,6 +83,7 @@ while [[ $# -gt 0 ]]; do
         --runs) RUNS="${2:?--runs needs a number}"; shift ;;
         --threads) THREADS="${2:?--threads needs a number}"; shift ;;
         --no-duckdb) DUCKDB=0 ;;
+        --closing) CLOSING=1 ;;
         --skip-build) SKIP_BUILD=1 ;;
         -h | --help) usage; exit 0 ;;
         *) usage_error "unknown option: $1 (see --help)" ;;
@@ -90,21 +101,27 @@ setup() {
     machine_and_versions "$(py_versions duckdb)"
 }
 
-# ingested DIR EVENTS_CSV CATALOG_CSV: a data directory holding the ingested
-# (not consolidated) events, kept while the input and the binary are the same.
+# ingested DIR EVENTS_CSV CATALOG_CSV [LATER_CSV]: a data directory holding the ingested (not
+# consolidated) events, kept while the input and the binary are the same. With LATER_CSV, the
+# events are consolidated and LATER_CSV's ingested after them (for (c)).
 ingested() {
-    local dir="$1" events="$2" catalog="$3"
+    local dir="$1" events="$2" catalog="$3" later="${4:-}"
     local params
     params="events=$(stat -c '%s %Y' "$events") catalog=$(stat -c '%s %Y' "$catalog") bin=$BIN_SHA"
+    [[ -z "$later" ]] || params+=" later=$(stat -c '%s %Y' "$later")"
     if is_complete "$dir" "$params" streamcube.db; then
         echo "using the ingested data in $(rel "$dir")"
         return
     fi
-    step "ingesting $(rel "$events") into $(rel "$dir") (not timed)"
+    step "ingesting $(rel "$events") into $(rel "$dir")${later:+, consolidating, ingesting $(rel "$later")} (not timed)"
     rm -rf "$dir"
     local started=$SECONDS
     "$BIN" --data-dir "$dir" ingest --catalog "$catalog" "$events"
-    echo "ingested in $((SECONDS - started)) s"
+    if [[ -n "$later" ]]; then
+        "$BIN" --data-dir "$dir" consolidate
+        "$BIN" --data-dir "$dir" ingest "$later"
+    fi
+    echo "done in $((SECONDS - started)) s"
     echo "$params" >"$dir/.complete"
 }
 
@@ -138,7 +155,23 @@ main() {
     step "(b) timing: consolidate the day ($RUNS run(s))"
     timed_consolidations day "$OUT/ingested-day-$EVENTS"
 
-    local duck_args=()
+    if [[ "$CLOSING" == 1 ]]; then
+        step "(c) the day closed after its last hour: cutting hour 23 out of the day"
+        local last_csv="$data/hour-23.csv" rest_csv="$data/without-hour-23.csv"
+        if [[ -f "$last_csv" && -f "$rest_csv" && "$rest_csv" -nt "$data/.complete" ]]; then
+            echo "using $(rel "$last_csv") and $(rel "$rest_csv")"
+        else
+            "$PY" "$HELPER" cut-hour --events "$data/events.csv" --hour 23 \
+                --out "$last_csv.tmp" --rest "$rest_csv.tmp" --json "$data/hour-23.json"
+            mv "$last_csv.tmp" "$last_csv"
+            mv "$rest_csv.tmp" "$rest_csv"
+        fi
+        ingested "$OUT/closing-day-$EVENTS" "$rest_csv" "$data/catalog.csv" "$last_csv"
+        step "(c) timing: close the day, its last hour recomputed ($RUNS run(s))"
+        timed_consolidations closing "$OUT/closing-day-$EVENTS"
+    fi
+
+    local duck_args=() closing_args=()
     if [[ "$DUCKDB" == 1 ]]; then
         step "DuckDB on the same day's CSV, --threads $THREADS ($RUNS run(s))"
         cat "$data/events.csv" "$data/catalog.csv" >/dev/null # warm the page cache
@@ -158,11 +191,13 @@ main() {
     for ((i = 1; i <= RUNS; i++)); do
         hour_runs+=("$RES/hour-run$i.json")
         day_runs+=("$RES/day-run$i.json")
+        [[ "$CLOSING" == 0 ]] || closing_args+=("$RES/closing-run$i.json")
     done
+    [[ "$CLOSING" == 0 ]] || closing_args=(--closing-runs "${closing_args[@]}")
     "$PY" "$HELPER" report \
         --hour-runs "${hour_runs[@]}" --hour-cells "$RES/hour-cells.json" --hour-events "$hour_rows" \
         --day-runs "${day_runs[@]}" --day-cells "$RES/day-cells.json" --day-events "$EVENTS" \
-        "${duck_args[@]}"
+        "${duck_args[@]}" "${closing_args[@]}"
 }
 
 tee_output consolidate-last-run.txt main
