@@ -15,9 +15,10 @@
 #       last hour (23:00 UTC) ingested and consolidated (not timed), then that
 #       hour ingested, and the timed run consolidates again, as the first
 #       scheduled run after the day ends does: one hour recomputed, the other
-#       23 read back from gold, the day level and the exports built again.
-#       Its peak memory is what a closing run needs (the cost model's
-#       consolidator memory).
+#       23 read back from gold, the day level and the exports built again
+#       (the day level it replaces is then deleted; a day still open is
+#       published without one). Its peak memory is what a closing run needs
+#       (the cost model's consolidator memory).
 # For each: seconds, seconds per hour partition, events per second and cells
 # written per second, and the seconds until the day was published (its new
 # generation live in gold and its CSV and Parquet exports in the lake; the
@@ -51,7 +52,7 @@
 # Needs python3 (with venv) and cargo. Generated CSV files are kept in
 # bench/out/data-day-N/ and the ingested (not yet consolidated) data
 # directories in bench/out/ingested-*/ (for (c), bench/out/closing-day-N/,
-# the day consolidated but its last hour), reused while the parameters and the
+# the day consolidated without its last hour), reused while the parameters and the
 # streamcube binary are the same; each timed run consolidates a copy in
 # bench/out/consolidate-work/. Results go to bench/out/results-consolidate/ and
 # bench/out/consolidate-last-run.txt is a copy of the output. Peak RSS comes
