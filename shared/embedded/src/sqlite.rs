@@ -18,7 +18,7 @@ use crate::idfilter::IdFilter;
 use crate::idmap::{IdMap, id_hash, key};
 use streamcube_model::codec::{by_part, decode_cells, decode_cells_where, encode_cells, part_of};
 use streamcube_model::cube::{Cell, Cuboid, Dim, Dims};
-use streamcube_model::event::{Country, Device, SilverEvent};
+use streamcube_model::event::{Country, CubeEvent, Device, SilverEvent};
 use streamcube_model::pseudonym::Pseudonym;
 use streamcube_model::report::FileReport;
 use streamcube_pipeline::ports::{
@@ -952,6 +952,30 @@ impl SqliteStore {
         Self::on(&self.reader, f).await
     }
 
+    /// An hour's rows in parts of [`HOUR_PART`] rows in `seq` order, each a read of its own
+    /// through the hour index that starts after the last row of the part before, so the
+    /// reading connection is free between parts (a reader that keeps a part waiting holds
+    /// nothing of SQLite's): the `columns` of each row, decoded by `decode`.
+    fn parts<T: Send + 'static>(
+        &self,
+        hour: i64,
+        columns: &'static str,
+        decode: fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+    ) -> BoxStream<'_, StoreResult<Vec<T>>> {
+        futures::stream::try_unfold(Some(i64::MIN), move |after| async move {
+            let Some(after) = after else {
+                return Ok(None);
+            };
+            let (part, last) = self
+                .read(move |c| hour_part(c, hour, after, columns, decode))
+                .await?;
+            // A short part is the last one.
+            let next = last.filter(|_| part.len() == HOUR_PART);
+            Ok((!part.is_empty()).then_some((part, next)))
+        })
+        .boxed()
+    }
+
     async fn on<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -1059,58 +1083,103 @@ fn query_events<P: rusqlite::Params>(
 const HOUR_PART: usize = 10_000;
 
 /// Up to [`HOUR_PART`] events of `hour` whose `seq` is after `after`, in `seq` order, and the
-/// last one's `seq`.
-fn hour_part(
+/// last one's `seq`: the `columns` of each row (then `seq`), decoded by `decode`.
+fn hour_part<T>(
     c: &Connection,
     hour: i64,
     after: i64,
-) -> StoreResult<(Vec<SilverEvent>, Option<i64>)> {
+    columns: &str,
+    decode: fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+) -> StoreResult<(Vec<T>, Option<i64>)> {
     let sql = format!(
-        "SELECT {EVENT_COLUMNS_READ}, seq FROM silver_events
+        "SELECT {columns}, seq FROM silver_events
          WHERE hour = ?1 AND seq > ?2 ORDER BY seq LIMIT {HOUR_PART}"
     );
     let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
+    let seq_at = stmt.column_count() - 1;
     let mut rows = stmt.query((hour, after)).map_err(sql_err)?;
     let (mut out, mut last) = (Vec::with_capacity(HOUR_PART), None);
     while let Some(r) = rows.next().map_err(sql_err)? {
-        out.push(event_of(r)?);
-        last = Some(r.get(12).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        out.push(decode(r)?);
+        last = Some(r.get(seq_at).map_err(get_err)?);
     }
     Ok((out, last))
 }
 
-fn event_of(r: &rusqlite::Row<'_>) -> StoreResult<SilverEvent> {
-    let get_err = |e: rusqlite::Error| StoreError::Corrupt(e.to_string());
-    let ref_err = |e: rusqlite::types::FromSqlError| StoreError::Corrupt(e.to_string());
+/// What the cube reads of a row ([`CubeEvent`]), as [`cube_event_of`] decodes it: no
+/// `event_id`, `occurred_at_ms` or origin, whose reading (the origin put together from its
+/// file's row and its line) took most of the time of reading an hour.
+const CUBE_COLUMNS_READ: &str =
+    "viewer, content_id, device, country, watch_seconds, bitrate_kbps, buffering_ms, completed";
+
+fn get_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn ref_err(e: rusqlite::types::FromSqlError) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// The fields the cube reads, from `viewer` at column `at` on, in [`CUBE_COLUMNS_READ`]'s
+/// order (which [`EVENT_COLUMNS_READ`] has too, from its column 3).
+fn cube_fields(r: &rusqlite::Row<'_>, at: usize) -> StoreResult<(Pseudonym, CubeEvent)> {
     let viewer: [u8; 32] = r
-        .get_ref(3)
+        .get_ref(at)
         .map_err(get_err)?
         .as_blob()
         .map_err(ref_err)?
         .try_into()
         .map_err(|_| StoreError::Corrupt("viewer pseudonym is not 32 bytes".into()))?;
-    let device = r.get_ref(5).map_err(get_err)?.as_str().map_err(ref_err)?;
-    let country = r.get_ref(6).map_err(get_err)?.as_str().map_err(ref_err)?;
+    let viewer = Pseudonym::from_bytes(viewer);
+    let device = r
+        .get_ref(at + 2)
+        .map_err(get_err)?
+        .as_str()
+        .map_err(ref_err)?;
+    let country = r
+        .get_ref(at + 3)
+        .map_err(get_err)?
+        .as_str()
+        .map_err(ref_err)?;
     let opt = |i: usize| -> StoreResult<Option<u32>> {
-        r.get::<_, Option<i64>>(i)
+        r.get::<_, Option<i64>>(at + i)
             .map_err(get_err)?
             .map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{v} out of range"))))
             .transpose()
     };
-    Ok(SilverEvent {
-        event_id: r.get(0).map_err(get_err)?,
-        occurred_at_ms: r.get(2).map_err(get_err)?,
-        viewer: Pseudonym::from_bytes(viewer),
-        content_id: r.get(4).map_err(get_err)?,
+    let event = CubeEvent {
+        viewer_hash: viewer.sketch_hash(),
+        content_id: r.get(at + 1).map_err(get_err)?,
         device: device
             .parse::<Device>()
             .map_err(|_| StoreError::Corrupt(format!("device {device}")))?,
         country: Country::parse(country)
             .map_err(|_| StoreError::Corrupt(format!("country {country}")))?,
-        watch_seconds: opt(7)?.unwrap_or(0),
-        bitrate_kbps: opt(8)?,
-        buffering_ms: opt(9)?,
-        completed: r.get::<_, i64>(10).map_err(get_err)? != 0,
+        watch_seconds: opt(4)?.unwrap_or(0),
+        bitrate_kbps: opt(5)?,
+        buffering_ms: opt(6)?,
+        completed: r.get::<_, i64>(at + 7).map_err(get_err)? != 0,
+    };
+    Ok((viewer, event))
+}
+
+fn cube_event_of(r: &rusqlite::Row<'_>) -> StoreResult<CubeEvent> {
+    cube_fields(r, 0).map(|(_, e)| e)
+}
+
+fn event_of(r: &rusqlite::Row<'_>) -> StoreResult<SilverEvent> {
+    let (viewer, e) = cube_fields(r, 3)?;
+    Ok(SilverEvent {
+        event_id: r.get(0).map_err(get_err)?,
+        occurred_at_ms: r.get(2).map_err(get_err)?,
+        viewer,
+        content_id: e.content_id,
+        device: e.device,
+        country: e.country,
+        watch_seconds: e.watch_seconds,
+        bitrate_kbps: e.bitrate_kbps,
+        buffering_ms: e.buffering_ms,
+        completed: e.completed,
         origin: r.get(11).map_err(get_err)?,
     })
 }
@@ -1322,20 +1391,14 @@ impl SilverStore for SqliteStore {
         .await
     }
 
-    /// Parts of [`HOUR_PART`] rows in `seq` order, each a read of its own through the hour
-    /// index that starts after the last row of the part before, so the reading connection is
-    /// free between parts (a reader that keeps a part waiting holds nothing of SQLite's).
+    /// Parts of [`HOUR_PART`] rows (see [`SqliteStore::parts`]).
     fn hour_parts(&self, hour: i64) -> BoxStream<'_, StoreResult<Vec<SilverEvent>>> {
-        futures::stream::try_unfold(Some(i64::MIN), move |after| async move {
-            let Some(after) = after else {
-                return Ok(None);
-            };
-            let (part, last) = self.read(move |c| hour_part(c, hour, after)).await?;
-            // A short part is the last one.
-            let next = last.filter(|_| part.len() == HOUR_PART);
-            Ok((!part.is_empty()).then_some((part, next)))
-        })
-        .boxed()
+        self.parts(hour, EVENT_COLUMNS_READ, event_of)
+    }
+
+    /// [`Self::hour_parts`] reading only [`CUBE_COLUMNS_READ`].
+    fn hour_cube_parts(&self, hour: i64) -> BoxStream<'_, StoreResult<Vec<CubeEvent>>> {
+        self.parts(hour, CUBE_COLUMNS_READ, cube_event_of)
     }
 
     /// The viewer's rows through the viewer index, plus those of hours with unacknowledged

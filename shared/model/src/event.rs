@@ -1218,3 +1218,34 @@ impl SilverEvent {
         self.occurred_at_ms.div_euclid(MS_PER_HOUR)
     }
 }
+
+/// What the cube reads of a silver event: its dimensions, its measures and its viewer's sketch
+/// hash, without its id, time and origin. Consolidation reads silver this way, so a store that
+/// can leave the other columns out reads less (see `SilverStore::hour_cube_parts`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CubeEvent {
+    pub content_id: String,
+    pub country: Country,
+    pub device: Device,
+    /// [`crate::pseudonym::Pseudonym::sketch_hash`] of the viewer.
+    pub viewer_hash: u64,
+    pub watch_seconds: u32,
+    pub bitrate_kbps: Option<u32>,
+    pub buffering_ms: Option<u32>,
+    pub completed: bool,
+}
+
+impl From<&SilverEvent> for CubeEvent {
+    fn from(e: &SilverEvent) -> Self {
+        CubeEvent {
+            content_id: e.content_id.clone(),
+            country: e.country,
+            device: e.device,
+            viewer_hash: e.viewer.sketch_hash(),
+            watch_seconds: e.watch_seconds,
+            bitrate_kbps: e.bitrate_kbps,
+            buffering_ms: e.buffering_ms,
+            completed: e.completed,
+        }
+    }
+}

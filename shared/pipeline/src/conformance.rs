@@ -23,7 +23,7 @@ use chrono::NaiveDate;
 use futures::TryStreamExt;
 use streamcube_model::catalog::CatalogEntry;
 use streamcube_model::cube::{Cell, Cuboid, Dim, Dims, DimsRef, Measures};
-use streamcube_model::event::{Country, Device, MS_PER_HOUR, SilverEvent};
+use streamcube_model::event::{Country, CubeEvent, Device, MS_PER_HOUR, SilverEvent};
 use streamcube_model::pseudonym::{Pseudonym, PseudonymKey, Pseudonymizer};
 use streamcube_model::report::FileReport;
 use streamcube_model::sketch::ViewerSketch;
@@ -153,9 +153,22 @@ async fn hour_in_parts(store: &dyn SilverStore, hour: i64) -> Vec<SilverEvent> {
     ))
 }
 
-/// Asserts that `hour_events(h)` returns exactly `expected` (any order, no repeats), and that
-/// `hour_parts(h)` together do too.
+/// Asserts that `hour_events(h)` returns exactly `expected` (any order, no repeats), that
+/// `hour_parts(h)` together do too, and that `hour_cube_parts(h)` together give exactly their
+/// cube fields.
 async fn assert_hour(store: &dyn SilverStore, h: i64, expected: &[SilverEvent], what: &str) {
+    let mut want_cube: Vec<CubeEvent> = expected.iter().map(CubeEvent::from).collect();
+    want_cube.sort();
+    let mut got_cube = ok(
+        store.hour_cube_parts(h).try_concat().await,
+        "SilverStore::hour_cube_parts",
+    );
+    got_cube.sort();
+    assert!(
+        got_cube == want_cube,
+        "SilverStore::hour_cube_parts({h}) must return the cube fields of exactly the events of \
+         that hour ({what})\n  got:  {got_cube:?}\n  want: {want_cube:?}"
+    );
     let want = by_id(expected.to_vec());
     for (how, got) in [
         ("hour_events", hour(store, h).await),

@@ -25,7 +25,7 @@ use serde::Serialize;
 use streamcube_model::batch::day_csv;
 use streamcube_model::catalog::Catalog;
 use streamcube_model::cube::{Cell, Cube, Dims, DimsRef, Fact};
-use streamcube_model::event::SilverEvent;
+use streamcube_model::event::{CubeEvent, SilverEvent};
 use streamcube_model::query::{day_of_hour, first_hour};
 
 use crate::export;
@@ -101,20 +101,21 @@ pub fn hours_by_day(hours: impl IntoIterator<Item = i64>) -> BTreeMap<NaiveDate,
 /// Builds the cube of a set of events.
 pub fn build_cube(pipeline: &Pipeline, catalog: &Catalog, events: &[SilverEvent]) -> Cube {
     let mut cube = Cube::new(&pipeline.config.cuboids);
+    let events: Vec<CubeEvent> = events.iter().map(CubeEvent::from).collect();
     let mut facts = Vec::with_capacity(events.len());
-    push_facts(&mut cube, catalog, events, &mut facts);
+    push_facts(&mut cube, catalog, &events, &mut facts);
     cube.add_all(&facts);
     cube
 }
 
 /// Appends the facts of `events` for `cube`, whose title and genre ids they take, to `out`.
-fn push_facts(cube: &mut Cube, catalog: &Catalog, events: &[SilverEvent], out: &mut Vec<Fact>) {
+fn push_facts(cube: &mut Cube, catalog: &Catalog, events: &[CubeEvent], out: &mut Vec<Fact>) {
     out.extend(events.iter().map(|e| Fact {
         country: e.country,
         device: e.device,
         genre: cube.genre_id(catalog.genre_of(&e.content_id)),
         content: cube.content_id(&e.content_id),
-        viewer: e.viewer.sketch_hash(),
+        viewer: e.viewer_hash,
         watch_seconds: e.watch_seconds,
         bitrate_kbps: e.bitrate_kbps.unwrap_or(0),
         buffering_ms: e.buffering_ms.unwrap_or(0),
@@ -511,7 +512,7 @@ impl Pipeline {
         let hour = first_hour(day) + i64::from(h);
         let mut cube = Cube::new(&self.config.cuboids);
         let mut facts = Vec::new();
-        let mut parts = self.stores.silver.hour_parts(hour);
+        let mut parts = self.stores.silver.hour_cube_parts(hour);
         while let Some(part) = parts.next().await {
             push_facts(&mut cube, catalog, &part?, &mut facts);
         }

@@ -60,6 +60,7 @@ fn is_read(label: &str) -> bool {
         ".list",
         "hour_events",
         "hour_parts",
+        "hour_cube_parts",
         "viewer_events",
         "gold.cells",
         "gold.manifest",

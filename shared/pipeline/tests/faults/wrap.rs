@@ -24,7 +24,7 @@ use object_store::{
 };
 use streamcube_model::catalog::{Catalog, CatalogEntry};
 use streamcube_model::cube::{Cell, Cuboid, Dims};
-use streamcube_model::event::SilverEvent;
+use streamcube_model::event::{CubeEvent, SilverEvent};
 use streamcube_model::pseudonym::Pseudonym;
 use streamcube_model::report::FileReport;
 use streamcube_pipeline::Stores;
@@ -302,6 +302,25 @@ pub fn wrap(stores: &Stores, partitions: Arc<dyn PartitionCatalog>, hook: &Hook)
 
 struct FaultySilver(Arc<dyn SilverStore>, Hook);
 
+impl FaultySilver {
+    /// An hour read in parts, each part a call of its own, the one that finds no more parts
+    /// too: a run can fail or die half way through an hour.
+    fn parts<'a, T: Send + 'a>(
+        &'a self,
+        label: &'static str,
+        inner: BoxStream<'a, StoreResult<Vec<T>>>,
+    ) -> BoxStream<'a, StoreResult<Vec<T>>> {
+        futures::stream::try_unfold(inner, move |mut parts| async move {
+            let part = self
+                .1
+                .store(&|| label.into(), async { parts.next().await.transpose() })
+                .await?;
+            Ok(part.map(|p| (p, parts)))
+        })
+        .boxed()
+    }
+}
+
 #[async_trait]
 impl SilverStore for FaultySilver {
     async fn put_new(&self, events: &[SilverEvent]) -> StoreResult<Vec<PutOutcome>> {
@@ -327,19 +346,12 @@ impl SilverStore for FaultySilver {
             .await
     }
 
-    /// Each part is a call of its own, the one that finds no more parts too: a run can fail
-    /// or die half way through an hour.
     fn hour_parts(&self, hour: i64) -> BoxStream<'_, StoreResult<Vec<SilverEvent>>> {
-        futures::stream::try_unfold(self.0.hour_parts(hour), move |mut parts| async move {
-            let part = self
-                .1
-                .store(&|| "silver.hour_parts".into(), async {
-                    parts.next().await.transpose()
-                })
-                .await?;
-            Ok(part.map(|p| (p, parts)))
-        })
-        .boxed()
+        self.parts("silver.hour_parts", self.0.hour_parts(hour))
+    }
+
+    fn hour_cube_parts(&self, hour: i64) -> BoxStream<'_, StoreResult<Vec<CubeEvent>>> {
+        self.parts("silver.hour_cube_parts", self.0.hour_cube_parts(hour))
     }
 
     async fn viewer_events(&self, viewer: &Pseudonym) -> StoreResult<Vec<(String, i64)>> {
