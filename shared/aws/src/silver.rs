@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::types::{
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use streamcube_model::event::{Country, Device, SilverEvent};
+use streamcube_model::event::{Country, CubeEvent, Device, SilverEvent};
 use streamcube_model::pseudonym::Pseudonym;
 use streamcube_pipeline::ports::{PutOutcome, SilverStore, StoreError, StoreResult};
 
@@ -137,12 +137,25 @@ impl DynamoSilver {
 
     /// One shard of an hour's events, a part per page of the query: its items, a map of
     /// attribute names and values each, take several times the memory of the events.
-    fn shard_parts(&self, hour: i64, shard: u32) -> BoxStream<'_, StoreResult<Vec<SilverEvent>>> {
-        let pages = self
-            .index_query(BY_HOUR, "hour_shard", format!("{hour}#{shard}"), None)
-            .into_paginator()
-            .send();
-        futures::stream::try_unfold(pages, |mut pages| async move {
+    /// One shard of an hour, a part per page of its query: the items' `projection`
+    /// (`(placeholder, attribute)` pairs; every attribute when empty), decoded by `decode`.
+    fn shard_parts<T: Send + 'static>(
+        &self,
+        hour: i64,
+        shard: u32,
+        projection: &'static [(&'static str, &'static str)],
+        decode: fn(&Item) -> StoreResult<T>,
+    ) -> BoxStream<'_, StoreResult<Vec<T>>> {
+        let mut query = self.index_query(BY_HOUR, "hour_shard", format!("{hour}#{shard}"), None);
+        if !projection.is_empty() {
+            let names: Vec<&str> = projection.iter().map(|(p, _)| *p).collect();
+            query = query.projection_expression(names.join(", "));
+            for (placeholder, name) in projection {
+                query = query.expression_attribute_names(*placeholder, *name);
+            }
+        }
+        let pages = query.into_paginator().send();
+        futures::stream::try_unfold(pages, move |mut pages| async move {
             let Some(page) = pages.next().await else {
                 return Ok(None);
             };
@@ -150,11 +163,24 @@ impl DynamoSilver {
                 .map_err(store_err)?
                 .items()
                 .iter()
-                .map(event_of)
+                .map(decode)
                 .collect::<StoreResult<Vec<_>>>()?;
             Ok(Some((events, pages)))
         })
         .boxed()
+    }
+
+    /// An hour's shards read [`CONCURRENCY`] at a time, a part per page of a shard's query.
+    fn hour_shards<T: Send + 'static>(
+        &self,
+        hour: i64,
+        projection: &'static [(&'static str, &'static str)],
+        decode: fn(&Item) -> StoreResult<T>,
+    ) -> BoxStream<'_, StoreResult<Vec<T>>> {
+        futures::stream::iter(0..HOUR_SHARDS)
+            .map(move |shard| self.shard_parts(hour, shard, projection, decode))
+            .flatten_unordered(CONCURRENCY)
+            .boxed()
     }
 
     fn index_query(
@@ -206,12 +232,28 @@ fn first_occurrences(events: &[SilverEvent]) -> (Vec<usize>, Vec<Option<PutOutco
     (firsts, out)
 }
 
-fn event_of(item: &Item) -> StoreResult<SilverEvent> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("silver item: {what}"));
-    Ok(SilverEvent {
-        event_id: get_s(item, "event_id")?.to_owned(),
-        occurred_at_ms: get_n(item, "occurred_at")?,
-        viewer: Pseudonym::from_hex(get_s(item, "viewer")?).ok_or_else(|| corrupt("viewer"))?,
+/// The attributes [`CubeEvent`] takes, as `(placeholder, attribute)` pairs: a projection
+/// names them through placeholders, so that none can clash with a reserved word.
+const CUBE_ATTRIBUTES: [(&str, &str); 8] = [
+    ("#v", "viewer"),
+    ("#c", "content_id"),
+    ("#d", "device"),
+    ("#n", "country"),
+    ("#w", "watch_seconds"),
+    ("#b", "bitrate_kbps"),
+    ("#f", "buffering_ms"),
+    ("#x", "completed"),
+];
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("silver item: {what}"))
+}
+
+/// The viewer and the fields the cube reads of an item.
+fn cube_fields(item: &Item) -> StoreResult<(Pseudonym, CubeEvent)> {
+    let viewer = Pseudonym::from_hex(get_s(item, "viewer")?).ok_or_else(|| corrupt("viewer"))?;
+    let event = CubeEvent {
+        viewer_hash: viewer.sketch_hash(),
         content_id: get_s(item, "content_id")?.to_owned(),
         device: get_s(item, "device")?
             .parse::<Device>()
@@ -227,12 +269,27 @@ fn event_of(item: &Item) -> StoreResult<SilverEvent> {
             .and_then(|v| v.as_bool().ok())
             .copied()
             .ok_or_else(|| corrupt("completed"))?,
-        origin: item
-            .get("origin")
-            .and_then(|v| v.as_s().ok())
-            .cloned()
-            .unwrap_or_default(),
-    })
+    };
+    Ok((viewer, event))
+}
+
+fn cube_event_of(item: &Item) -> StoreResult<CubeEvent> {
+    cube_fields(item).map(|(_, e)| e)
+}
+
+fn event_of(item: &Item) -> StoreResult<SilverEvent> {
+    let (viewer, e) = cube_fields(item)?;
+    let origin = item
+        .get("origin")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
+    Ok(e.into_silver(
+        get_s(item, "event_id")?.to_owned(),
+        get_n(item, "occurred_at")?,
+        viewer,
+        origin,
+    ))
 }
 
 #[async_trait]
@@ -311,10 +368,14 @@ impl SilverStore for DynamoSilver {
 
     /// The hour's shards read [`CONCURRENCY`] at a time, a part per page of a shard's query.
     fn hour_parts(&self, hour: i64) -> BoxStream<'_, StoreResult<Vec<SilverEvent>>> {
-        futures::stream::iter(0..HOUR_SHARDS)
-            .map(move |shard| self.shard_parts(hour, shard))
-            .flatten_unordered(CONCURRENCY)
-            .boxed()
+        self.hour_shards(hour, &[], event_of)
+    }
+
+    /// [`Self::hour_parts`] projected on [`CUBE_ATTRIBUTES`]: the read costs the same capacity
+    /// units (they count the items' whole size), but the id, time, origin, keys and expiry of
+    /// each item are neither sent nor decoded.
+    fn hour_cube_parts(&self, hour: i64) -> BoxStream<'_, StoreResult<Vec<CubeEvent>>> {
+        self.hour_shards(hour, &CUBE_ATTRIBUTES, cube_event_of)
     }
 
     async fn viewer_events(&self, viewer: &Pseudonym) -> StoreResult<Vec<(String, i64)>> {

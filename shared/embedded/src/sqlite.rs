@@ -1169,19 +1169,12 @@ fn cube_event_of(r: &rusqlite::Row<'_>) -> StoreResult<CubeEvent> {
 
 fn event_of(r: &rusqlite::Row<'_>) -> StoreResult<SilverEvent> {
     let (viewer, e) = cube_fields(r, 3)?;
-    Ok(SilverEvent {
-        event_id: r.get(0).map_err(get_err)?,
-        occurred_at_ms: r.get(2).map_err(get_err)?,
+    Ok(e.into_silver(
+        r.get(0).map_err(get_err)?,
+        r.get(2).map_err(get_err)?,
         viewer,
-        content_id: e.content_id,
-        device: e.device,
-        country: e.country,
-        watch_seconds: e.watch_seconds,
-        bitrate_kbps: e.bitrate_kbps,
-        buffering_ms: e.buffering_ms,
-        completed: e.completed,
-        origin: r.get(11).map_err(get_err)?,
-    })
+        r.get(11).map_err(get_err)?,
+    ))
 }
 
 fn mark_changed(tx: &rusqlite::Transaction<'_>, hours: &[i64]) -> StoreResult<()> {

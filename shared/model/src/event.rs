@@ -1235,6 +1235,31 @@ pub struct CubeEvent {
     pub completed: bool,
 }
 
+impl CubeEvent {
+    /// The silver event of these fields and the others, as a store reads one back.
+    pub fn into_silver(
+        self,
+        event_id: String,
+        occurred_at_ms: i64,
+        viewer: crate::pseudonym::Pseudonym,
+        origin: String,
+    ) -> SilverEvent {
+        SilverEvent {
+            event_id,
+            occurred_at_ms,
+            viewer,
+            content_id: self.content_id,
+            device: self.device,
+            country: self.country,
+            watch_seconds: self.watch_seconds,
+            bitrate_kbps: self.bitrate_kbps,
+            buffering_ms: self.buffering_ms,
+            completed: self.completed,
+            origin,
+        }
+    }
+}
+
 impl From<&SilverEvent> for CubeEvent {
     fn from(e: &SilverEvent) -> Self {
         CubeEvent {

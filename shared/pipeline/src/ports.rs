@@ -92,8 +92,9 @@ pub trait SilverStore: Send + Sync {
 
     /// [`Self::hour_parts`] with only what the cube reads of each event ([`CubeEvent`]), as
     /// the consolidation reads an hour: the same events, in parts. A store that can leave the
-    /// other fields out reads less (the embedded backend skips each row's id, time and origin,
-    /// the last put together per row). The default projects [`Self::hour_parts`].
+    /// other fields out reads less: the embedded backend skips each row's id, time and origin
+    /// (the last put together per row), DynamoDB's queries project the items on these fields.
+    /// The default projects [`Self::hour_parts`].
     fn hour_cube_parts(&self, hour: i64) -> BoxStream<'_, StoreResult<Vec<CubeEvent>>> {
         self.hour_parts(hour)
             .map(|part| part.map(|events| events.iter().map(CubeEvent::from).collect()))
