@@ -135,10 +135,10 @@ impl DynamoSilver {
         query_items(self.index_query(index, key_name, key, projection)).await
     }
 
-    /// One shard of an hour's events, a part per page of the query: its items, a map of
-    /// attribute names and values each, take several times the memory of the events.
     /// One shard of an hour, a part per page of its query: the items' `projection`
     /// (`(placeholder, attribute)` pairs; every attribute when empty), decoded by `decode`.
+    /// A page's items, a map of attribute names and values each, take several times the
+    /// memory of the events.
     fn shard_parts<T: Send + 'static>(
         &self,
         hour: i64,
