@@ -25,7 +25,7 @@ use serde::Serialize;
 use streamcube_model::batch::day_csv;
 use streamcube_model::catalog::Catalog;
 use streamcube_model::cube::{Cell, Cube, Dims, DimsRef, Fact};
-use streamcube_model::event::{CubeEvent, SilverEvent};
+use streamcube_model::event::CubeEvent;
 use streamcube_model::query::{day_of_hour, first_hour};
 
 use crate::export;
@@ -96,16 +96,6 @@ pub fn hours_by_day(hours: impl IntoIterator<Item = i64>) -> BTreeMap<NaiveDate,
         days.entry(day).or_default().insert(of_day);
     }
     days
-}
-
-/// Builds the cube of a set of events.
-pub fn build_cube(pipeline: &Pipeline, catalog: &Catalog, events: &[SilverEvent]) -> Cube {
-    let mut cube = Cube::new(&pipeline.config.cuboids);
-    let events: Vec<CubeEvent> = events.iter().map(CubeEvent::from).collect();
-    let mut facts = Vec::with_capacity(events.len());
-    push_facts(&mut cube, catalog, &events, &mut facts);
-    cube.add_all(&facts);
-    cube
 }
 
 /// Appends the facts of `events` for `cube`, whose title and genre ids they take, to `out`.
