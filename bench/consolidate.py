@@ -242,24 +242,42 @@ def leb128_count(block: bytes) -> int:
 def cmd_cells(args: argparse.Namespace) -> int:
     con = sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)
     manifests = [json.loads(b) for (b,) in con.execute("SELECT body FROM gold_manifests")]
+    # Silver's events per UTC hour (hours since the epoch), for each level's events.
+    per_hour = dict(con.execute("SELECT hour, count(*) FROM silver_events GROUP BY hour"))
     hour_cells = day_cells = blocks = hours = events = 0
+    levels = []
     for m in manifests:
         day = m["day"]
         refs = [(24, m["day_generation"])] + [(int(h), g) for h, g in m["hours"].items()]
         hours += len(m["hours"])
         events += m.get("events", 0)
+        first_hour = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()) // 3600
         for level, gen in refs:
-            for (head,) in con.execute(
-                "SELECT substr(cells, 1, 12) FROM gold_blocks "
+            level_cells = level_bytes = 0
+            for head, size in con.execute(
+                "SELECT substr(cells, 1, 12), length(cells) FROM gold_blocks "
                 "WHERE day = ? AND level = ? AND generation = ?",
                 (day, level, gen),
             ):
-                n = leb128_count(head)
+                level_cells += leb128_count(head)
+                level_bytes += size
                 blocks += 1
-                if level == 24:
-                    day_cells += n
-                else:
-                    hour_cells += n
+            if level == 24:
+                day_cells += level_cells
+                level_events = m.get("events", 0)
+            else:
+                hour_cells += level_cells
+                level_events = per_hour.get(first_hour + level, 0)
+            if gen:
+                levels.append(
+                    {
+                        "day": day,
+                        "level": "day" if level == 24 else f"hour {level}",
+                        "events": level_events,
+                        "cells": level_cells,
+                        "bytes": level_bytes,
+                    }
+                )
     result = {
         "days": len(manifests),
         "hours": hours,
@@ -268,8 +286,10 @@ def cmd_cells(args: argparse.Namespace) -> int:
         "day_cells": day_cells,
         "cells": hour_cells + day_cells,
         "blocks": blocks,
-        "silver_events": con.execute("SELECT count(*) FROM silver_events").fetchone()[0],
+        "silver_events": sum(per_hour.values()),
         "db_bytes": Path(args.db).stat().st_size,
+        # Each published level: its events, cells and bytes of encoded blocks.
+        "levels": levels,
     }
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(
