@@ -195,12 +195,14 @@ CONSOLIDATE_GOLD_SHARE = 0.63
 # bench/consolidate.sh (2026-12-05): peak own memory (RssAnon) of a day consolidated with its
 # day level and exports on the embedded backend: 698 to 722 MB for 2,400,000 events (three
 # runs), 1,573 MB for 10,000,000, 2,705 MB for 30,000,000 and 4,032 MB for 60,000,000 (one run
-# each). What grows is the day level's cells (with their viewer sketches) and the exports held
-# until the flip: a closing run is taken to follow the day level's bytes (gold_bytes), on
-# straight lines between the days, and beyond the last on its slope (bytes of memory a gold
-# byte: 2.4 from 2.4M to 10M events, 1.5 from 10M to 30M, 1.4 from 30M to 60M).
+# each); and of the run closing a day of 99,500,084 events (2026-12-06, prepared with
+# consolidate.sh's steps for --closing: its last hour recomputed, 23 read back): 5,108 MB,
+# sampled each second. What grows is the day level's cells (with their viewer sketches) and the
+# exports held until the flip: a closing run is taken to follow the day level's bytes
+# (gold_bytes), on straight lines between the days (the whole days, which held 1 to 12% more
+# than closing runs of the same size, on the high side), and beyond the last on its slope.
 CLOSING_MEMORY_POINTS = [(2_400_000, 722e6), (10_000_000, 1_573e6), (30_000_000, 2_705e6),
-                         (60_000_000, 4_032e6)]
+                         (60_000_000, 4_032e6), (99_500_084, 5_108e6)]
 # bench/consolidate_hour.sh (2026-12-05): a scheduled run recomputing one hour of the open day
 # (hours only, as the runs before the closing one), peak own memory (RssAnon) for hours of
 # 99,494, 994,937 and 2,984,742 events: 55, 233 and 469 MiB (160,551, 608,682 and 1,026,382
@@ -235,23 +237,38 @@ QUERY_MIX = [
 ]
 # Gold block bytes per event of one level (a day or an hour) holding N events. Every cell carries
 # its unique-viewers sketch (exact, 8 bytes per viewer up to 1,536 viewers, then 12 KiB), so the
-# bytes follow (viewer, cell) pairs and shrink per event as the data gets denser. Two points:
-#   N = 103,075: bench/out/results-consolidate/hour-cells.json, one hour consolidated as its day
-#     (two identical levels); the database grew from 37,552,128 to 64,389,120 bytes:
-#     (64,389,120 - 37,552,128) / 2 / 103,075 = 130.2 bytes per event;
+# bytes follow (viewer, cell) pairs and shrink per event as the data gets denser and the cells
+# fill up (the generator has 200,000 viewers and 5,000 titles). Measured levels, encoded bytes
+# (`consolidate.py cells`, its "levels"):
 #   N = 9,948: bench/out/store-month-300000, day level, 61,973,174 bytes for 298,435 events in
-#     30 days = 207.7 bytes per event.
-# The power law through them, bytes/event = 130.2 * (N / 103,075) ** -0.20, is extrapolated to
-# larger N (the generator has 200,000 viewers and 5,000 titles); --gold-exponent 0 keeps 130.2.
+#     30 days = 207.7 bytes per event;
+#   N = 103,075: one hour consolidated as its day (two identical levels); the database grew from
+#     37,552,128 to 64,389,120 bytes: 130.2 bytes per event (the 2.4M-event day's hour 12 of
+#     103,075 events: 129.9);
+#   N = 896,456, 9,281,091 and 99,500,084: the quietest and busiest hours and the day level of
+#     the 100M-event day closed after midnight (2026-12-06): 66,342,932, 341,515,600 and
+#     1,650,234,996 bytes, 74.0, 36.8 and 16.6 bytes per event;
+#   N = 2,277,143: the 2.4M-event day's day level without its last hour, 128,576,371 bytes (56.5).
+# Straight lines in log(bytes per event) against log(N) between the points, the end slopes
+# beyond them. (The power law through the first two, 130.2 * (N / 103,075) ** -0.20, which the
+# model used before the larger days were measured, put 1.14x to 1.44x the bytes on the 100M
+# day's hours and 1.99x on its day level; --gold-exponent E uses that law with power E, and
+# --gold-exponent 0 keeps 130.2 bytes per event at every size.)
 GOLD_REF_EVENTS = 103_075
 GOLD_REF_BYTES_PER_EVENT = (64_389_120 - 37_552_128) / 2 / 103_075
-GOLD_EXPONENT = math.log(207.66 / GOLD_REF_BYTES_PER_EVENT) / math.log(GOLD_REF_EVENTS / 9_948)
+GOLD_POINTS = [(9_948, 207.66), (GOLD_REF_EVENTS, GOLD_REF_BYTES_PER_EVENT),
+               (896_456, 66_342_932 / 896_456), (2_277_143, 128_576_371 / 2_277_143),
+               (9_281_091, 341_515_600 / 9_281_091), (99_500_084, 1_650_234_996 / 99_500_084)]
 # gold.rs stores each block compressed (Zstandard level 3, ZSTD_LEVEL). Stored / encoded bytes,
-# measured on the SQLite store of a day of 2,400,000 generated events (`streamcube demo --events
-# 2400000 --days 1`), its 8,200 blocks compressed one by one: the 24 hour levels (100,000 events
-# each on average) 277.05 -> 191.67 MB, the day level 117.57 -> 61.48 MB. Log-linear in a
-# level's events between the two points, held beyond them; --uncompressed-gold sets it to 1.
-GOLD_STORED = ((100_000, 191.67 / 277.05), (2_400_000, 61.48 / 117.57))
+# each level's blocks compressed one by one (`zstd -3`): on the SQLite store of a day of
+# 2,400,000 generated events (`streamcube demo --events 2400000 --days 1`), the 24 hour levels
+# (100,000 events each on average) 277.05 -> 191.67 MB and the day level 117.57 -> 61.48 MB;
+# on the 100M-event day, its busiest hour (9,281,091 events) 341.5 -> 169.4 MB and its day
+# level 1,650.2 -> 678.8 MB (its quietest hour, 896,456 events, 0.575, as the line between the
+# first two puts it). Log-linear in a level's events between the points, held beyond them;
+# --uncompressed-gold sets it to 1.
+GOLD_STORED = ((100_000, 191.67 / 277.05), (2_400_000, 61.48 / 117.57),
+               (9_281_091, 169_440_794 / 341_515_600), (99_500_084, 678_841_336 / 1_650_234_996))
 # CPU of the compression on the build machine, `zstd -b3 -B300K` over those blocks (libzstd
 # 1.5): 128 MB/s compressing, 982 MB/s decompressing (in microseconds per encoded byte).
 ZSTD_COMPRESS_US_PER_BYTE = 1 / 128
@@ -325,8 +342,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a("--index-rereads", type=float, default=0.0,
       help="extra reads of an hour per run (the code reads each once; an hour changed within "
            "the settle time is read again by the next run, which the model counts)")
-    a("--gold-exponent", type=float, default=GOLD_EXPONENT,
-      help="power of gold bytes per event against events per level (0: 130 B per event)")
+    a("--gold-exponent", type=float, default=None,
+      help="gold bytes per event as the power law 130.2 B x (events / 103,075) ^ -E instead "
+           "of the measured levels (0: 130 B per event at every size)")
     a("--uncompressed-gold", action="store_true",
       help="cell blocks stored as encoded, as before their compression")
     a("--ddb-single-ms", type=float, default=6,
@@ -389,7 +407,17 @@ def gold_bytes(events: float, a: argparse.Namespace) -> float:
     """Bytes of the cell blocks of one level (an hour or a day) holding `events` events."""
     if events <= 0:
         return 0.0
-    return events * GOLD_REF_BYTES_PER_EVENT * (events / GOLD_REF_EVENTS) ** -a.gold_exponent
+    if a.gold_exponent is not None:
+        return events * GOLD_REF_BYTES_PER_EVENT * (events / GOLD_REF_EVENTS) ** -a.gold_exponent
+    return events * log_log_interpolated(GOLD_POINTS, events)
+
+
+def log_log_interpolated(points: list[tuple[float, float]], x: float) -> float:
+    """y at x on straight lines through `points` (sorted by x) in log-log, end slopes beyond."""
+    (x0, y0), (x1, y1) = next(((p, q) for p, q in zip(points, points[1:]) if x <= q[0]),
+                              (points[-2], points[-1]))
+    slope = math.log(y1 / y0) / math.log(x1 / x0)
+    return y0 * (x / x0) ** slope
 
 
 def gold_stored(events: float, a: argparse.Namespace) -> float:
@@ -397,9 +425,10 @@ def gold_stored(events: float, a: argparse.Namespace) -> float:
     and their waits are billed and timed on. CPU stays on gold_bytes."""
     if a.uncompressed_gold:
         return gold_bytes(events, a)
-    (n0, r0), (n1, r1) = GOLD_STORED
-    f = min(1.0, max(0.0, math.log(max(events, 1) / n0) / math.log(n1 / n0)))
-    return gold_bytes(events, a) * (r0 + f * (r1 - r0))
+    pts = GOLD_STORED
+    n = min(max(events, pts[0][0]), pts[-1][0])
+    (n0, r0), (n1, r1) = next((p, q) for p, q in zip(pts, pts[1:]) if n <= q[0])
+    return gold_bytes(events, a) * (r0 + (r1 - r0) * math.log(n / n0) / math.log(n1 / n0))
 
 
 def level_cells(events: float) -> float:
@@ -1214,9 +1243,15 @@ def assumptions(a: argparse.Namespace) -> list[str]:
         f"{CONSOLIDATE_REF_EVENTS:,}-event day, {CONSOLIDATE_GOLD_SHARE:.0%} of it taken to "
         f"scale with the gold bytes handled) / the "
         f"vCPU share of the memory (1 vCPU at {LAMBDA_MB_PER_VCPU} MB).",
-        f"Gold blocks of a level of N events: {GOLD_REF_BYTES_PER_EVENT:.1f} B/event x "
-        f"(N / {GOLD_REF_EVENTS:,})^-{a.gold_exponent:.2f}, fitted to two measured stores and "
-        f"extrapolated above them.",
+        (f"Gold blocks of a level of N events: {GOLD_REF_BYTES_PER_EVENT:.1f} B/event x "
+         f"(N / {GOLD_REF_EVENTS:,})^-{a.gold_exponent:.2f} (--gold-exponent)."
+         if a.gold_exponent is not None else
+         "Gold blocks of a level of N events: bytes per event on straight lines in log-log "
+         "through measured levels of " + ", ".join(f"{n:,}" for n, _ in GOLD_POINTS)
+         + " events (" + ", ".join(f"{b:.1f}" for _, b in GOLD_POINTS) + " B/event), "
+         "their end slopes beyond; stored compressed at the measured ratio of "
+         f"{GOLD_STORED[0][1]:.2f} (100,000 events) to {GOLD_STORED[-1][1]:.2f} "
+         f"({GOLD_STORED[-1][0]:,})."),
         f"Duplicates {a.duplicate_rate:.1%}, refused rows {a.reject_rate:.1%}. Queries: an even "
         f"mix of the dashboard queries of bench/query_latency.sh (30-day trend, 7-day top 10 "
         f"titles, 1-day breakdown), each reading its cuboid's measured share of the day-level "
