@@ -206,13 +206,16 @@ CLOSING_MEMORY_POINTS = [(2_400_000, 722e6), (10_000_000, 1_573e6), (30_000_000,
 # bench/consolidate_hour.sh (2026-12-05): a scheduled run recomputing one hour of the open day
 # (hours only, as the runs before the closing one), peak own memory (RssAnon) for hours of
 # 99,494, 994,937 and 2,984,742 events: 55, 233 and 469 MiB (160,551, 608,682 and 1,026,382
-# hour cells). The hour is read in parts (SilverStore::hour_parts), so what grows is its cube
-# (cells with their viewer sketches) and 32 bytes of facts an event: 124 bytes an event from
-# 1M to 3M. Interpolated between the points; beyond the last, its slope (cells grow more
-# slowly than events, so that overstates). A run builds two hours at a time, taken as one hour
+# hour cells), and (2026-12-06, `--events 9300000 --runs 1`) 1,053 MiB for 9,252,994 events
+# (1,563,772 cells), about the busiest hour of a 100M-event day. The hour is read in parts
+# (SilverStore::hour_parts), so what grows is its cube (cells with their viewer sketches) and
+# 32 bytes of facts an event: 124 bytes an event from 1M to 3M, 98 from 3M to 9.3M.
+# Interpolated between the points; beyond the last, its slope (cells grow more slowly than
+# events, so that overstates). A run builds two hours at a time, taken as one hour
 # of both hours' events. On the AWS backend against the local emulator, a day whose 59,695
 # events all fall in one hour (its hour and day levels, its exports) peaked at 114 MB.
-HOUR_MEMORY_POINTS = [(99_494, 55 * 2**20), (994_937, 233 * 2**20), (2_984_742, 469 * 2**20)]
+HOUR_MEMORY_POINTS = [(99_494, 55 * 2**20), (994_937, 233 * 2**20), (2_984_742, 469 * 2**20),
+                      (9_252_994, 1_053 * 2**20)]
 # bench/query_latency.sh: answers p50 7-29 ms over HTTP on the embedded backend.
 QUERY_LOCAL_MS = 25
 # shared/pipeline/src/query.rs: days read at once, at most, the memory their cells may take,
