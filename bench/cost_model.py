@@ -415,10 +415,16 @@ def gold_bytes(events: float, a: argparse.Namespace) -> float:
     return events * log_log_interpolated(GOLD_POINTS, events)
 
 
+def segment(points: list[tuple[float, float]], x: float):
+    """The two neighbouring `points` (sorted by x) around x: the first two below them, the last
+    two beyond them."""
+    return next(((p, q) for p, q in zip(points, points[1:]) if x <= q[0]),
+                (points[-2], points[-1]))
+
+
 def log_log_interpolated(points: list[tuple[float, float]], x: float) -> float:
     """y at x on straight lines through `points` (sorted by x) in log-log, end slopes beyond."""
-    (x0, y0), (x1, y1) = next(((p, q) for p, q in zip(points, points[1:]) if x <= q[0]),
-                              (points[-2], points[-1]))
+    (x0, y0), (x1, y1) = segment(points, x)
     slope = math.log(y1 / y0) / math.log(x1 / x0)
     return y0 * (x / x0) ** slope
 
@@ -430,7 +436,7 @@ def gold_stored(events: float, a: argparse.Namespace) -> float:
         return gold_bytes(events, a)
     pts = GOLD_STORED
     n = min(max(events, pts[0][0]), pts[-1][0])
-    (n0, r0), (n1, r1) = next((p, q) for p, q in zip(pts, pts[1:]) if n <= q[0])
+    (n0, r0), (n1, r1) = segment(pts, n)
     return gold_bytes(events, a) * (r0 + (r1 - r0) * math.log(n / n0) / math.log(n1 / n0))
 
 
@@ -446,8 +452,7 @@ def hour_run_bytes(events: float) -> float:
     pts = HOUR_MEMORY_POINTS
     if events <= pts[0][0]:
         return pts[0][1]
-    (e0, m0), (e1, m1) = next(((p, q) for p, q in zip(pts, pts[1:]) if events <= q[0]),
-                              (pts[-2], pts[-1]))
+    (e0, m0), (e1, m1) = segment(pts, events)
     return m0 + (m1 - m0) * (events - e0) / (e1 - e0)
 
 
@@ -455,8 +460,7 @@ def closing_run_bytes(events: float, a: argparse.Namespace) -> float:
     """Own memory of the run closing a day of `events` events (CLOSING_MEMORY_POINTS)."""
     pts = [(gold_bytes(e, a), m) for e, m in CLOSING_MEMORY_POINTS]
     g = gold_bytes(events, a)
-    (g0, m0), (g1, m1) = next(((p, q) for p, q in zip(pts, pts[1:]) if g <= q[0]),
-                              (pts[-2], pts[-1]))
+    (g0, m0), (g1, m1) = segment(pts, g)
     return max(0.0, m0 + (m1 - m0) * (g - g0) / (g1 - g0))
 
 
