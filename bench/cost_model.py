@@ -6,7 +6,8 @@
     python3 bench/cost_model.py --help          # every assumption is an option
 
 Prints Markdown: the monthly bill by component for each volume; the consolidation as deployed
-(the silver stream marks the changed hours, cube-consolidator publishes them on its schedule)
+(stream-marker marks the hours the silver stream changed, cube-consolidator publishes them on its
+schedule)
 next to other ways of doing it (the same every hour, an AWS Glue job hourly or daily); the
 per-event and per-run units the figures come from; the assumptions. Standard library only; nothing is measured or called here.
 
@@ -73,6 +74,7 @@ MEMORY_MB = {  # MemorySize of each function (Globals: 512)
     "kafka-ingest": 512,
     "bronze-processor": 1024,
     "cube-consolidator": 4096,  # ConsolidatorMemorySize's default
+    "stream-marker": 256,  # StreamMarkerFunction: cube-consolidator's binary for the stream
     "cube-query": 1024,
 }
 CONSOLIDATOR_TIMEOUT_S = 900  # CubeConsolidatorFunction Timeout (the Lambda limit)
@@ -89,7 +91,7 @@ REPORT_RETENTION_DAYS = 90  # ReportRetentionDays
 QUARANTINE_RETENTION_DAYS = 30  # QuarantineRetentionDays
 LAKE_NONCURRENT_DAYS = 7  # LakeBucket: versioned, NoncurrentVersionExpiration 7 days
 LOG_RETENTION_DAYS = 30  # LogRetentionDays
-ALARMS = 13  # CloudWatch alarms without Kafka
+ALARMS = 15  # CloudWatch alarms without Kafka
 ALARMS_KAFKA = 3  # ... and three more with MskClusterArn
 API_TIMEOUT_S = 30  # API Gateway HTTP API integration timeout (cube-query Timeout: 29)
 # Tables: all PAY_PER_REQUEST with point-in-time recovery. Silver: key event_id; GSI by_hour
@@ -302,8 +304,10 @@ HOUR_WEIGHTS = [
 
 LAMBDA_MB_PER_VCPU = 1769  # Lambda gives a full vCPU at 1,769 MB, proportionally less below
 INVOKE_OVERHEAD_S = 0.005  # per invocation outside the work modelled (assumption)
-TTL_ONLY_RUN_S = 0.02  # a consolidator batch holding only TTL expiries (assumption)
-MARK_RUN_S = 0.03  # a stream batch: an UpdateItem per touched hour, concurrently (assumption)
+# stream-marker, at its 256 MB (a seventh of a vCPU): parsing a batch (about 45 records at 100M
+# events a day) and an UpdateItem per touched hour, concurrently (assumptions)
+TTL_ONLY_RUN_S = 0.02  # a stream batch holding only TTL expiries
+MARK_RUN_S = 0.03  # a stream batch marking its hours
 DAYS_PER_MONTH = 30.4
 
 
@@ -898,14 +902,16 @@ def model(E: float, a: argparse.Namespace) -> dict:
     shards = stream_shards(E, a, item_bytes)
     cons = deployed(E, a, shards, item_bytes, a.schedule_minutes)
     cons_mem = MEMORY_MB["cube-consolidator"] / 1024
+    marker_mem = MEMORY_MB["stream-marker"] / 1024
 
     # Lambda
     gb_s = sum(p.gb_s for p in paths.values())
     invocations = sum(p.invocations for p in paths.values())
     def cons_lambda(c: Deployed) -> tuple[float, float]:
-        """GB-s and invocations a day."""
-        return ((c.runs * c.run_s + c.batches * MARK_RUN_S + c.ttl_only * TTL_ONLY_RUN_S)
-                * cons_mem, c.runs + c.batches + c.ttl_only)
+        """GB-s and invocations a day: the scheduled runs and stream-marker's batches."""
+        return (c.runs * c.run_s * cons_mem
+                + (c.batches * MARK_RUN_S + c.ttl_only * TTL_ONLY_RUN_S) * marker_mem,
+                c.runs + c.batches + c.ttl_only)
     cons_gb_s, cons_inv = cons_lambda(cons)
     # cube-query (query.rs): per day read, the manifest twice (consistent GetItem), then the
     # level's record of its blocks (consistent GetItem) and an eventually consistent Query of
@@ -1089,7 +1095,7 @@ def ways_cost(way: dict, parts: list[str]) -> float:
 
 
 WAYS = [
-    ("deployed", "cube-consolidator: the stream marks, the schedule publishes (as deployed)",
+    ("deployed", "stream-marker marks, cube-consolidator publishes on its schedule (as deployed)",
      [("Lambda", "lambda_"), ("DynamoDB reads + writes", "dynamodb"),
       ("S3 exports and their noncurrent versions, Glue catalog", "s3_glue")]),
     ("lambda_hourly", "the same with `ConsolidationSchedule: rate(60 minutes)`",
@@ -1124,7 +1130,7 @@ def main(argv: list[str]) -> int:
     rows = [row(k, lambda r, k=k: usd(r["bill"].parts[k])) for k in results[0]["bill"].parts]
     rows.append(row("**total**", lambda r: f"**{usd(r['bill'].total())}**"))
     deployed_parts = [p for _, p in WAYS[0][2]]
-    rows.append(row("of which cube-consolidator",
+    rows.append(row("of which stream-marker and cube-consolidator",
                     lambda r: usd(ways_cost(r["ways"]["deployed"], deployed_parts))))
     rows.append(row("cube-consolidator as deployed", lambda r: r["ways"]["deployed"]["note"]))
 
@@ -1132,7 +1138,7 @@ def main(argv: list[str]) -> int:
         glue = r["ways"]["glue_hourly"]
         return (r["bill"].total() - ways_cost(r["ways"]["deployed"], deployed_parts)
                 + ways_cost(glue, ["glue", "export", "s3_glue", "load"]))
-    rows.append(row("total with an hourly Glue job (+ load) in place of cube-consolidator",
+    rows.append(row("total with an hourly Glue job (+ load) in place of both",
                     lambda r: usd(swapped(r))))
     print(table(["component", *heads], rows))
 
@@ -1167,7 +1173,7 @@ def main(argv: list[str]) -> int:
         ["new, bronze file", "3", "1: consistent BatchGetItem",
          "per file: ledger GetItem + PutItem, 2 S3 GET, 2-3 S3 PUT"],
         ["duplicate, bronze file", "0", "1", ""],
-        ["TTL expiry", "0: TTL deletes are free", "0", "a stream record for cube-consolidator"],
+        ["TTL expiry", "0: TTL deletes are free", "0", "a stream record for stream-marker"],
     ], numbers=False))
     print()
 
@@ -1239,7 +1245,10 @@ def assumptions(a: argparse.Namespace) -> list[str]:
         f"{a.file_span_hours} finished hour(s) before it); "
         f"{a.index_rereads:g} extra hour reads per run. These runs publish the open day's hours "
         f"without its day level; the first run after midnight (the closing run) recomputes the "
-        f"last hour, reads the 23 others back, and writes the day level and the exports.",
+        f"last hour, reads the 23 others back, and writes the day level and the exports. "
+        f"stream-marker ({MEMORY_MB['stream-marker']} MB) marks a stream batch's hours in "
+        f"{MARK_RUN_S * 1000:g} ms ({TTL_ONLY_RUN_S * 1000:g} ms for a batch of TTL expiries "
+        f"only; assumptions).",
         f"Lambda time = the waits of the calls as the code issues them (single-item call "
         f"{a.ddb_single_ms:g} ms; BatchWriteItem or BatchGetItem {a.ddb_batch_ms:g} ms, 8 in "
         f"flight; 1 MB Query page {a.ddb_page_ms:g} ms; one partition key takes at most "

@@ -31,8 +31,17 @@ FUNCTIONS = {
     "CubeQueryFunction": "cube-query",
     "BronzeProcessorFunction": "bronze-processor",
     "CubeConsolidatorFunction": "cube-consolidator",
+    "StreamMarkerFunction": "cube-consolidator",
     "KafkaIngestFunction": "kafka-ingest",
 }
+# logical id -> the function's name after the stack's, where it is not its binary's
+NAMES = {"StreamMarkerFunction": "stream-marker"}
+
+
+def function_name(logical_id: str) -> str:
+    return NAMES.get(logical_id, FUNCTIONS[logical_id])
+
+
 PSEUDONYMIZING = {"IngestApiFunction", "ErasureFunction", "BronzeProcessorFunction", "KafkaIngestFunction"}
 ROUTES = {
     ("/v1/events", "post"): "IngestApiFunction",
@@ -160,7 +169,7 @@ def test_every_function_is_a_cargo_lambda_binary_on_al2023(sam: dict[str, Any], 
     for name, fn in functions.items():
         assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda", name
         assert fn["Metadata"]["BuildProperties"]["Binary"] == FUNCTIONS[name], name
-        assert fn["Properties"]["FunctionName"] == {"Fn::Sub": f"${{AWS::StackName}}-{FUNCTIONS[name]}"}
+        assert fn["Properties"]["FunctionName"] == {"Fn::Sub": f"${{AWS::StackName}}-{function_name(name)}"}
         assert "Runtime" not in fn["Properties"] or fn["Properties"]["Runtime"] == "provided.al2023"
     for name, fn in of_type(cfn, "AWS::Lambda::Function").items():
         props = fn["Properties"]
@@ -188,7 +197,7 @@ def test_every_function_logs_json_to_its_own_log_group_with_retention(
         assert lg["Type"] == "AWS::Logs::LogGroup"
         assert lg["Properties"].get("RetentionInDays") == {"Ref": "LogRetentionDays"}, f"{group}: retention"
         assert lg["Properties"]["LogGroupName"] == {
-            "Fn::Sub": f"/aws/lambda/${{AWS::StackName}}-{FUNCTIONS[name]}"
+            "Fn::Sub": f"/aws/lambda/${{AWS::StackName}}-{function_name(name)}"
         }
         assert lg.get("Condition") == fn.get("Condition"), f"{group} and {name} must exist together"
         # The role may write there and nowhere else.
@@ -197,7 +206,7 @@ def test_every_function_logs_json_to_its_own_log_group_with_retention(
 
 
 def test_every_function_has_an_on_failure_path(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
-    """Asynchronous invocations (S3, self-continuation) end in a destination or a DLQ; stream and
+    """Asynchronous invocations (S3, the schedule, self-continuation) end in a destination or a DLQ; stream and
     Kafka batches in the event source's on-failure destination; a function the HTTP API calls
     synchronously answers its error to the caller, so it must have no other trigger."""
     invoke_configs = {
@@ -214,7 +223,7 @@ def test_every_function_has_an_on_failure_path(sam: dict[str, Any], cfn: dict[st
             for s in role_statements(sam, name)
         )
         failure_targets = []
-        if "S3" in kinds or self_invoking:
+        if kinds & {"S3", "Schedule"} or self_invoking:
             config = invoke_configs.get(name, {})
             target = config.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination") or props.get(
                 "DeadLetterQueue", {}
@@ -311,8 +320,11 @@ def test_cube_query_only_reads_the_cube(sam: dict[str, Any]) -> None:
     assert set(as_list(data[0]["Action"])) == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}
 
 
-def test_consolidator_reads_the_silver_stream_in_reported_batches(sam: dict[str, Any]) -> None:
-    props = sam["Resources"]["CubeConsolidatorFunction"]["Properties"]
+def test_stream_marker_reads_the_silver_stream_in_reported_batches(sam: dict[str, Any]) -> None:
+    """The stream is read by a function of its own: a batch only marks hours, so it needs no
+    reserved concurrency (one reader per shard would wait behind the consolidator's runs), little
+    memory, and no access to the cube table beyond the change feed's items."""
+    props = sam["Resources"]["StreamMarkerFunction"]["Properties"]
     (stream,) = [e["Properties"] for e in props["Events"].values() if e["Type"] == "DynamoDB"]
     assert stream["Stream"] == {"Fn::GetAtt": ["SilverTable", "StreamArn"]}
     assert stream["StartingPosition"] == "LATEST"
@@ -320,23 +332,46 @@ def test_consolidator_reads_the_silver_stream_in_reported_batches(sam: dict[str,
     assert stream["BisectBatchOnFunctionError"] is True
     assert 100 <= stream["BatchSize"] <= 10000 and stream["MaximumBatchingWindowInSeconds"] > 0
     assert stream["MaximumRetryAttempts"] >= 0 and stream["MaximumRecordAgeInSeconds"] > 0
-    assert "ReservedConcurrentExecutions" in props
-    assert sam["Parameters"]["ConsolidatorReservedConcurrency"]["Default"] <= 5
+    assert "ReservedConcurrentExecutions" not in props
+    assert props["MemorySize"] <= 512 and props["Timeout"] <= 120
+    readers = [
+        name
+        for name in FUNCTIONS
+        if any(e["Type"] == "DynamoDB" for e in events(sam, name).values())
+        or allows(role_statements(sam, name), "dynamodb:GetRecords")
+    ]
+    assert readers == ["StreamMarkerFunction"]
+    data = [s for s in role_statements(sam, "StreamMarkerFunction") if s["Sid"] not in ("Logs", "Tracing")]
+    cube = [s for s in data if ref(s["Resource"]) == "CubeTable"]
+    assert len(cube) == 1 and as_list(cube[0]["Action"]) == ["dynamodb:UpdateItem"]
+    # shared/aws/src/changes.rs: the feed's partition key
+    source = (TEMPLATE.parent / "shared" / "aws" / "src" / "changes.rs").read_text()
+    pk = re.search(r'const PK: &str = "([^"]+)";', source)
+    assert pk, "changes.rs no longer names the change feed's partition key"
+    assert cube[0]["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [pk.group(1)]}}
+    others = {ref(s["Resource"]) for s in data if s not in cube}
+    assert others == {"SilverTable", "StreamDlq", None}, others  # None: the stream list's Sub
 
 
 def test_consolidator_publishes_the_marked_hours_on_its_schedule(sam: dict[str, Any]) -> None:
-    """A stream batch only marks hours (in the cube table); an EventBridge schedule publishes
-    them. A failed run leaves its hours pending for the next, so it is not retried sooner."""
+    """stream-marker marks hours (in the cube table); an EventBridge schedule has the consolidator
+    publish them. A failed run leaves its hours pending for the next, so it is not retried sooner,
+    by EventBridge or by Lambda."""
     props = sam["Resources"]["CubeConsolidatorFunction"]["Properties"]
-    (schedule,) = [e["Properties"] for e in props["Events"].values() if e["Type"] == "Schedule"]
+    assert [e["Type"] for e in props["Events"].values()] == ["Schedule"]
+    (schedule,) = [e["Properties"] for e in props["Events"].values()]
     assert schedule["Schedule"] == {"Ref": "ConsolidationSchedule"}
     assert schedule["RetryPolicy"]["MaximumRetryAttempts"] == 0
+    assert props["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
     default = sam["Parameters"]["ConsolidationSchedule"]["Default"]
     minutes = re.fullmatch(r"rate\((\d+) minutes\)", default)
     assert minutes and 5 <= int(minutes.group(1)) <= 60, default
+    assert props["EventInvokeConfig"]["MaximumEventAgeInSeconds"] <= int(minutes.group(1)) * 60
     assert props["Timeout"] == 900
-    # Closing a day holds its day level and both exports in memory: about 2.9 GB at 10M events
-    # a day (the cost model), so 1024 MB would fail every night at that volume.
+    assert "ReservedConcurrentExecutions" in props
+    assert sam["Parameters"]["ConsolidatorReservedConcurrency"]["Default"] <= 5
+    # Closing a day holds its day level and both exports in memory: 1.57 GB at 10M events a day
+    # and 4.03 GB at 60M (measured), so 1024 MB would fail every night at those volumes.
     assert props["MemorySize"] == {"Ref": "ConsolidatorMemorySize"}
     assert sam["Parameters"]["ConsolidatorMemorySize"]["Default"] >= 4096
     cube = [s for s in role_statements(sam, "CubeConsolidatorFunction") if ref(s["Resource"]) == "CubeTable"]

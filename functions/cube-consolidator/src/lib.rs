@@ -10,6 +10,10 @@
 //!   The current UTC day is published without its day level (queries merge its hours); the
 //!   first run after it closes builds the day level and its exports.
 //!
+//! The template deploys this binary twice: as `stream-marker` for the stream (little memory, no
+//! reserved concurrency, only the change feed's `UpdateItem`) and as `cube-consolidator` for the
+//! schedule.
+//!
 //! Recomputing is a pure function of silver, so a replayed batch or a repeated run changes
 //! nothing. Removals by the table's TTL (silver's retention) are ignored: gold outlives silver.
 //!
