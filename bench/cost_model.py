@@ -73,7 +73,7 @@ MEMORY_MB = {  # MemorySize of each function (Globals: 512)
     "ingest-api": 512,
     "kafka-ingest": 512,
     "bronze-processor": 1024,
-    "cube-consolidator": 4096,  # ConsolidatorMemorySize's default
+    "cube-consolidator": 8192,  # ConsolidatorMemorySize's default
     "stream-marker": 256,  # StreamMarkerFunction: cube-consolidator's binary for the stream
     "cube-query": 1024,
 }

@@ -371,9 +371,9 @@ def test_consolidator_publishes_the_marked_hours_on_its_schedule(sam: dict[str, 
     assert "ReservedConcurrentExecutions" in props
     assert sam["Parameters"]["ConsolidatorReservedConcurrency"]["Default"] <= 5
     # Closing a day holds its day level and both exports in memory: 1.57 GB at 10M events a day
-    # and 4.03 GB at 60M (measured), so 1024 MB would fail every night at those volumes.
+    # and 5.1 GB at 100M (measured), so 4,096 MB would fail every night at 100M.
     assert props["MemorySize"] == {"Ref": "ConsolidatorMemorySize"}
-    assert sam["Parameters"]["ConsolidatorMemorySize"]["Default"] >= 4096
+    assert sam["Parameters"]["ConsolidatorMemorySize"]["Default"] >= 8192
     cube = [s for s in role_statements(sam, "CubeConsolidatorFunction") if ref(s["Resource"]) == "CubeTable"]
     actions = {a for s in cube for a in as_list(s["Action"])}
     assert {"dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:DeleteItem"} <= actions
