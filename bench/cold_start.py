@@ -3,8 +3,9 @@
 Runtime API, and the size of its deployment zip.
 
   run --bin PATH --event FILE --label NAME [--runs N] [--seed-dir DIR] [--work DIR]
-      [--expect-status CODE] [--json OUT] [--target-ms MS]
+      [--expect-status CODE] [--expect-no-failures] [--json OUT] [--target-ms MS]
   zip --bin PATH --out ZIP [--json OUT] [--target-mb MB]
+  stream-batch --sample FILE --records N --hours H --out FILE
 
 `run` starts the binary --runs times, each time as Lambda starts a new execution
 environment: a fresh process whose AWS_LAMBDA_RUNTIME_API names a Runtime API
@@ -15,20 +16,28 @@ copy is made before the clock starts). The clock starts just before the process 
 spawned; the figures per run are
   init    until the function asks for its first invocation (`invocation/next`)
   answer  until it has posted the answer to that invocation (`.../response`)
+  work    answer - init: the invocation itself, the event's transfer included
   rss     the process's peak resident memory after answering (VmHWM)
 The run fails (exit status 1) when the function reports an error, posts no answer
-within 30 s, exits early, or, with --expect-status, answers an HTTP status other
-than CODE: the timed work is the real work of the sample event, never an error path.
+within 30 s, exits early, with --expect-status answers an HTTP status other than
+CODE, or with --expect-no-failures answers a partial batch response that names a
+record: the timed work is the real work of the sample event, never an error path.
 
 `zip` packages the binary as Lambda's custom runtime wants it (one `bootstrap`
 file, mode 755, deflate level 9: what `cargo lambda build --output-format zip`
 does) and prints the binary's and the zip's sizes in MB (10^6 bytes, as Lambda's
 quotas count them).
+
+`stream-batch` writes a DynamoDB stream batch of N INSERT records of the silver table,
+each the sample's first INSERT record with its own event id and sequence number, spread
+evenly over H consecutive hours from the sample record's: the batch stream-marker gets
+when a bronze file's rows reach a shard (up to the mapping's BatchSize of 1,000).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -210,6 +219,13 @@ def cold_start(args: argparse.Namespace, event: bytes, run: int, log) -> dict:
     status = http_status(inv.body)
     if args.expect_status is not None and status != args.expect_status:
         raise Failure(f"HTTP status {status}, expected {args.expect_status}: {inv.body[:300]!r}")
+    if args.expect_no_failures:
+        try:
+            failures = json.loads(inv.body)["batchItemFailures"]
+        except (ValueError, KeyError, TypeError):
+            raise Failure(f"not a partial batch response: {inv.body[:300]!r}") from None
+        if failures != []:
+            raise Failure(f"records reported failed: {inv.body[:300]!r}")
     if data_dir is not None:
         shutil.rmtree(data_dir, ignore_errors=True)
     return {
@@ -234,6 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return 1
     init = sorted(r["init_ms"] for r in runs)
     answer = sorted(r["answer_ms"] for r in runs)
+    work = sorted(r["answer_ms"] - r["init_ms"] for r in runs)
     result = {
         "label": args.label,
         "event": Path(args.event).name,
@@ -242,12 +259,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         "init_p50_ms": benchlib.percentile(init, 50),
         "answer_p50_ms": benchlib.percentile(answer, 50),
         "answer_max_ms": answer[-1],
+        "work_p50_ms": benchlib.percentile(work, 50),
         "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs),
     }
     status = "" if result["status"] is None else f", HTTP {result['status']}"
     print(
         f"  {args.label:<18} init p50 {result['init_p50_ms']:6.1f} ms   first answer "
-        f"p50 {result['answer_p50_ms']:6.1f} ms, max {result['answer_max_ms']:6.1f} ms   "
+        f"p50 {result['answer_p50_ms']:6.1f} ms, max {result['answer_max_ms']:6.1f} ms "
+        f"(work p50 {result['work_p50_ms']:5.1f} ms)   "
         f"peak RSS {benchlib.mib(result['peak_rss_bytes']):5.1f} MiB   "
         f"({len(runs)} runs, {result['event']}{status})"
     )
@@ -288,6 +307,33 @@ def cmd_zip(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stream_batch(args: argparse.Namespace) -> int:
+    if args.records < 1 or args.hours < 1:
+        raise SystemExit("--records and --hours must be at least 1")
+    sample = json.loads(Path(args.sample).read_text())
+    base = next(r for r in sample["Records"] if r["eventName"] == "INSERT")
+    hour0 = int(base["dynamodb"]["NewImage"]["hour"]["N"])
+    seq0 = int(base["dynamodb"]["SequenceNumber"])
+    records = []
+    for i in range(args.records):
+        r = copy.deepcopy(base)
+        event_id = str(uuid.UUID(int=i + 1))
+        hour = hour0 + i * args.hours // args.records
+        r["eventID"] = f"{i + 1:032x}"
+        r["dynamodb"]["SequenceNumber"] = str(seq0 + i)
+        r["dynamodb"]["Keys"]["event_id"]["S"] = event_id
+        image = r["dynamodb"]["NewImage"]
+        image["event_id"]["S"] = event_id
+        image["hour"]["N"] = str(hour)
+        image["hour_shard"]["S"] = f"{hour}#{i % 16:02d}"
+        records.append(r)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"Records": records}))
+    print(f"  {out.name}: {args.records} records over {args.hours} hour(s), {out.stat().st_size:,} bytes")
+    return 0
+
+
 def main() -> int:
     p, sub = benchlib.commands(__doc__)
     r = benchlib.command(sub, "run", cmd_run)
@@ -298,6 +344,7 @@ def main() -> int:
     r.add_argument("--seed-dir")
     r.add_argument("--work", default="cold-start-work")
     r.add_argument("--expect-status", type=int)
+    r.add_argument("--expect-no-failures", action="store_true")
     r.add_argument("--json")
     r.add_argument("--target-ms", type=float, default=50.0)
     z = benchlib.command(sub, "zip", cmd_zip)
@@ -305,6 +352,11 @@ def main() -> int:
     z.add_argument("--out", required=True)
     z.add_argument("--json")
     z.add_argument("--target-mb", type=float, default=10.0)
+    s = benchlib.command(sub, "stream-batch", cmd_stream_batch)
+    s.add_argument("--sample", required=True)
+    s.add_argument("--records", type=int, required=True)
+    s.add_argument("--hours", type=int, default=1)
+    s.add_argument("--out", required=True)
     return benchlib.run(p)
 
 

@@ -15,10 +15,16 @@
 #   cube-query         http-get-cube.json          a query over the stored events
 #   bronze-processor   s3-put-events-csv.json      two CSV objects into silver
 #   cube-consolidator  schedule-consolidate.json   its scheduled run: 2 pending days published
+#   stream-marker      dynamodb-stream-silver.json cube-consolidator's binary as the template's
+#                                                  stream-marker: 4 records' hours marked; and
+#                                                  batches of 45 records (the cost model's mean)
+#                                                  and 1,000 (BatchSize: a bronze file's rows),
+#                                                  made by `cold_start.py stream-batch`
 #   kafka-ingest       msk-events.json             an MSK batch with 2 poison records
 #   erasure            http-delete-viewer.json     erases a viewer, recomputes, vacuums
 # It prints the p50 time to the function's first `invocation/next` (init) and to
-# its first answer, the slowest first answer, and the peak RSS; then each
+# its first answer, the slowest first answer, the p50 of the invocation itself (work:
+# answer - init), and the peak RSS; then each
 # function's deployment zip (one `bootstrap`, deflate level 9) and its size, from
 # the deployment build (default features, what `sam build` ships: no embedded
 # backend), which the script builds first and keeps in bench/out/cold-start-deploy/.
@@ -77,6 +83,14 @@ timed() {
         --runs "$RUNS" --seed-dir "$3" --work "$RES/work" --json "$RES/$1.json" "${expect[@]}"
 }
 
+# stream_batch LABEL EVENT_PATH SEED: cube-consolidator's binary as stream-marker, on a stream
+# batch whose every record must be marked (an empty partial batch response).
+stream_batch() {
+    python3 "$HELPER" run --bin "$TARGET/cube-consolidator" --event "$2" --label "$1" \
+        --runs "$RUNS" --seed-dir "$3" --work "$RES/work" --json "$RES/$1.json" \
+        --expect-no-failures
+}
+
 main() {
     rm -rf "$RES"
     mkdir -p "$RES/work"
@@ -128,6 +142,12 @@ main() {
     timed cube-query http-get-cube.json "$loaded" 200
     timed bronze-processor s3-put-events-csv.json "$empty"
     timed cube-consolidator schedule-consolidate.json "$pending"
+    local sample="$ROOT/events/dynamodb-stream-silver.json"
+    stream_batch stream-marker "$sample" "$pending"
+    python3 "$HELPER" stream-batch --sample "$sample" --records 45 --hours 1 --out "$RES/stream-45.json"
+    python3 "$HELPER" stream-batch --sample "$sample" --records 1000 --hours 2 --out "$RES/stream-1000.json"
+    stream_batch stream-marker-45 "$RES/stream-45.json" "$pending"
+    stream_batch stream-marker-1000 "$RES/stream-1000.json" "$pending"
     timed kafka-ingest msk-events.json "$empty"
     timed erasure http-delete-viewer.json "$loaded" 200
 

@@ -304,10 +304,16 @@ HOUR_WEIGHTS = [
 
 LAMBDA_MB_PER_VCPU = 1769  # Lambda gives a full vCPU at 1,769 MB, proportionally less below
 INVOKE_OVERHEAD_S = 0.005  # per invocation outside the work modelled (assumption)
-# stream-marker, at its 256 MB (a seventh of a vCPU): parsing a batch (about 45 records at 100M
-# events a day) and an UpdateItem per touched hour, concurrently (assumptions)
-TTL_ONLY_RUN_S = 0.02  # a stream batch holding only TTL expiries
-MARK_RUN_S = 0.03  # a stream batch marking its hours
+# bench/cold_start.sh (2026-12-06): cube-consolidator's release binary as stream-marker, on
+# stream batches of 45 and 1,000 INSERT records (the embedded backend: the marks go to SQLite),
+# the invocation itself from the first `invocation/next` to the answer posted, p50 of 20 cold
+# starts each: MARK_WORK_45_MS and MARK_WORK_1000_MS. A straight line through the two gives a
+# batch's fixed CPU and each record's (parsing its JSON, mostly). On Lambda a batch adds its
+# UpdateItems, one round in flight, and the CPU is divided by stream-marker's vCPU share.
+MARK_WORK_45_MS = 1.6
+MARK_WORK_1000_MS = 23.8
+MARK_CPU_PER_RECORD_S = (MARK_WORK_1000_MS - MARK_WORK_45_MS) / 955 / 1000
+MARK_CPU_FIXED_S = MARK_WORK_45_MS / 1000 - 45 * MARK_CPU_PER_RECORD_S
 DAYS_PER_MONTH = 30.4
 
 
@@ -702,6 +708,8 @@ class Deployed:
     shards: int
     batches: float  # stream batches with changes, each marking its hours (an invocation each)
     ttl_only: float  # invocations holding only TTL expiries
+    mark_s: float  # seconds of a batch that marks hours
+    ttl_s: float  # seconds of a batch of TTL expiries only
     mark_wru: float  # the marks' write units
     run_s: float  # mean seconds per scheduled run
     longest_s: float
@@ -746,6 +754,16 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
     ttl_only = shards * windows * (1 - p_any) * (1 - math.exp(-E / shards / windows))
     hours_per_batch = 1 + (p_file / p_any) * a.file_span_hours if p_any else 0.0
     mark_wru = batches * hours_per_batch  # an UpdateItem of a small item: 1 WRU
+    # A TTL-only batch holds the expiries of a window without inserts (at least one); the other
+    # batches share the rest of the records.
+    lam = E / shards / windows if E else 0.0
+    ttl_records = lam / (1 - math.exp(-lam)) if lam > 0 else 1.0
+    mark_records = max(1.0, (records - ttl_only * ttl_records) / batches) if batches else 0.0
+    marker_vcpu = vcpu(MEMORY_MB["stream-marker"])
+    mark_s = (INVOKE_OVERHEAD_S + a.ddb_single_ms / 1000
+              + (MARK_CPU_FIXED_S + mark_records * MARK_CPU_PER_RECORD_S) / marker_vcpu)
+    ttl_s = (INVOKE_OVERHEAD_S
+             + (MARK_CPU_FIXED_S + ttl_records * MARK_CPU_PER_RECORD_S) / marker_vcpu)
 
     n = 60 // minutes  # runs per hour
     # (hour of the day or CLOSING, run, gold bytes written, events recomputed)
@@ -846,8 +864,8 @@ def deployed(E: float, a: argparse.Namespace, shards: int, item_bytes: float,
                   f"interval{closing} (memory: about {max(hours_mb, closing_mb):,.0f} MB of "
                   f"{memory:,})")
     k = 1 / runs if runs else 0.0
-    return Deployed(shards, batches, ttl_only, mark_wru, run_s, longest, runs, status,
-                    total.scaled(k), gold_out * k, read * k)
+    return Deployed(shards, batches, ttl_only, mark_s, ttl_s, mark_wru, run_s, longest, runs,
+                    status, total.scaled(k), gold_out * k, read * k)
 
 
 def gold_load(E: float, a: argparse.Namespace, hourly: bool) -> Units:
@@ -910,7 +928,7 @@ def model(E: float, a: argparse.Namespace) -> dict:
     def cons_lambda(c: Deployed) -> tuple[float, float]:
         """GB-s and invocations a day: the scheduled runs and stream-marker's batches."""
         return (c.runs * c.run_s * cons_mem
-                + (c.batches * MARK_RUN_S + c.ttl_only * TTL_ONLY_RUN_S) * marker_mem,
+                + (c.batches * c.mark_s + c.ttl_only * c.ttl_s) * marker_mem,
                 c.runs + c.batches + c.ttl_only)
     cons_gb_s, cons_inv = cons_lambda(cons)
     # cube-query (query.rs): per day read, the manifest twice (consistent GetItem), then the
@@ -1246,9 +1264,10 @@ def assumptions(a: argparse.Namespace) -> list[str]:
         f"{a.index_rereads:g} extra hour reads per run. These runs publish the open day's hours "
         f"without its day level; the first run after midnight (the closing run) recomputes the "
         f"last hour, reads the 23 others back, and writes the day level and the exports. "
-        f"stream-marker ({MEMORY_MB['stream-marker']} MB) marks a stream batch's hours in "
-        f"{MARK_RUN_S * 1000:g} ms ({TTL_ONLY_RUN_S * 1000:g} ms for a batch of TTL expiries "
-        f"only; assumptions).",
+        f"stream-marker ({MEMORY_MB['stream-marker']} MB) marks a stream batch's hours with "
+        f"an UpdateItem each, one round in flight, after {MARK_CPU_FIXED_S * 1e3:.2f} ms of CPU "
+        f"a batch and {MARK_CPU_PER_RECORD_S * 1e6:.1f} us a record (measured, "
+        f"bench/cold_start.sh).",
         f"Lambda time = the waits of the calls as the code issues them (single-item call "
         f"{a.ddb_single_ms:g} ms; BatchWriteItem or BatchGetItem {a.ddb_batch_ms:g} ms, 8 in "
         f"flight; 1 MB Query page {a.ddb_page_ms:g} ms; one partition key takes at most "
