@@ -307,13 +307,12 @@ INVOKE_OVERHEAD_S = 0.005  # per invocation outside the work modelled (assumptio
 # bench/cold_start.sh (2026-12-06): cube-consolidator's release binary as stream-marker, on
 # stream batches of 45 and 1,000 INSERT records (the embedded backend: the marks go to SQLite),
 # the invocation itself from the first `invocation/next` to the answer posted, p50 of 20 cold
-# starts each: MARK_WORK_45_MS and MARK_WORK_1000_MS. A straight line through the two gives a
-# batch's fixed CPU and each record's (parsing its JSON, mostly). On Lambda a batch adds its
-# UpdateItems, one round in flight, and the CPU is divided by stream-marker's vCPU share.
-MARK_WORK_45_MS = 1.6
-MARK_WORK_1000_MS = 23.8
-MARK_CPU_PER_RECORD_S = (MARK_WORK_1000_MS - MARK_WORK_45_MS) / 955 / 1000
-MARK_CPU_FIXED_S = MARK_WORK_45_MS / 1000 - 45 * MARK_CPU_PER_RECORD_S
+# starts each: (records, ms) below. A straight line through the two gives a batch's fixed CPU
+# and each record's (parsing its JSON, mostly). On Lambda a batch adds its UpdateItems, one
+# round in flight, and the CPU is divided by stream-marker's vCPU share.
+MARK_SMALL, MARK_FULL = (45, 1.6), (1000, 23.8)
+MARK_CPU_PER_RECORD_S = (MARK_FULL[1] - MARK_SMALL[1]) / (MARK_FULL[0] - MARK_SMALL[0]) / 1000
+MARK_CPU_FIXED_S = MARK_SMALL[1] / 1000 - MARK_SMALL[0] * MARK_CPU_PER_RECORD_S
 DAYS_PER_MONTH = 30.4
 
 
