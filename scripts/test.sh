@@ -9,6 +9,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# TLS goes through rustls only: a crate bringing OpenSSL or native-tls back (a default feature of
+# an HTTP client, say) would make the Lambda builds depend on the system's OpenSSL.
+for banned in openssl openssl-sys native-tls; do
+    if grep -qx "name = \"$banned\"" Cargo.lock; then
+        echo "Cargo.lock holds $banned; TLS must come from rustls (cargo tree -i $banned shows who pulls it in)" >&2
+        exit 1
+    fi
+done
+
 # shellcheck source=scripts/emulator.sh
 source scripts/emulator.sh
 cargo test --workspace --locked --all-features
